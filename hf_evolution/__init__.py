@@ -1,0 +1,76 @@
+"""hf_evolution: vanilla RNN, LSTM and GRU as first-class transformers models.
+
+Importing the package registers every configuration and head with the `Auto*` classes, so that
+`AutoModelForCausalLM.from_config(LSTMConfig(...))`, `from_pretrained(folder)` and `pipeline(...)` work as for GPT-2.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
+
+from .configuration_recurrent import GRUConfig, LSTMConfig, RecurrentConfig, RNNConfig
+from .modeling_recurrent import (
+    GRUForCausalLM,
+    GRUForSequenceClassification,
+    GRUForTokenClassification,
+    GRUModel,
+    LSTMForCausalLM,
+    LSTMForSequenceClassification,
+    LSTMForTokenClassification,
+    LSTMModel,
+    RecurrentCache,
+    RecurrentForCausalLM,
+    RecurrentForSequenceClassification,
+    RecurrentForTokenClassification,
+    RecurrentModel,
+    RecurrentPreTrainedModel,
+    RNNForCausalLM,
+    RNNForSequenceClassification,
+    RNNForTokenClassification,
+    RNNModel,
+)
+
+__version__ = "0.1.0"
+
+# Per family: the configuration, then its heads in the order of `AUTO_CLASSES`.
+FAMILIES = {
+    "rnn": (RNNConfig, RNNModel, RNNForCausalLM, RNNForSequenceClassification, RNNForTokenClassification),
+    "lstm": (LSTMConfig, LSTMModel, LSTMForCausalLM, LSTMForSequenceClassification, LSTMForTokenClassification),
+    "gru": (GRUConfig, GRUModel, GRUForCausalLM, GRUForSequenceClassification, GRUForTokenClassification),
+}
+AUTO_CLASSES = (AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoModelForTokenClassification)
+
+for _model_type, (_config_class, *_heads) in FAMILIES.items():
+    AutoConfig.register(_model_type, _config_class, exist_ok=True)
+    for _auto_class, _head in zip(AUTO_CLASSES, _heads, strict=True):
+        _auto_class.register(_config_class, _head, exist_ok=True)
+
+__all__ = [
+    "RecurrentConfig",
+    "RNNConfig",
+    "LSTMConfig",
+    "GRUConfig",
+    "RecurrentCache",
+    "RecurrentPreTrainedModel",
+    "RecurrentModel",
+    "RecurrentForCausalLM",
+    "RecurrentForSequenceClassification",
+    "RecurrentForTokenClassification",
+    "RNNModel",
+    "RNNForCausalLM",
+    "RNNForSequenceClassification",
+    "RNNForTokenClassification",
+    "LSTMModel",
+    "LSTMForCausalLM",
+    "LSTMForSequenceClassification",
+    "LSTMForTokenClassification",
+    "GRUModel",
+    "GRUForCausalLM",
+    "GRUForSequenceClassification",
+    "GRUForTokenClassification",
+    "FAMILIES",
+]

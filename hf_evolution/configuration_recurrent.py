@@ -1,0 +1,179 @@
+"""Configurations of the vanilla RNN, LSTM and GRU models.
+
+The three families share one configuration (`RecurrentConfig`) and one implementation; each has its own class only so
+that it has its own `model_type` ("rnn", "lstm", "gru") on the Hub, in `AutoConfig` and in `run_clm.py --model_type`.
+This file imports nothing but transformers so that it can travel as remote code.
+"""
+
+from transformers import PreTrainedConfig
+
+POOLING_MODES = ("last", "mean", "max")
+
+
+class RecurrentConfig(PreTrainedConfig):
+    r"""
+    Configuration of a recurrent language model or encoder. The defaults give a 2-layer, 512-unit network with tied
+    embeddings and the regularisation that made recurrent language models strong (AWD-LSTM, Merity et al. 2018).
+
+    Args:
+        vocab_size (`int`, defaults to 32000): Number of tokens in the vocabulary.
+        embedding_size (`int`, *optional*): Size of the token embeddings fed to the first layer; `hidden_size` if unset.
+            When it differs from `hidden_size` and the embeddings are tied, the causal LM projects its hidden states to
+            it before the output layer.
+        hidden_size (`int`, defaults to 512): Size of the recurrent state of each layer (per direction).
+        num_hidden_layers (`int`, defaults to 2): Number of stacked recurrent layers.
+        bidirectional (`bool`, defaults to `False`): Run a second layer backwards in time. Encoder heads only
+            (sequence and token classification, feature extraction); a causal LM refuses it.
+        embedding_dropout (`float`, defaults to 0.0): Probability of dropping a whole word type from the embedding
+            matrix for a training step ("embedding dropout").
+        input_dropout (`float`, defaults to 0.1): Locked (variational) dropout on the embeddings: the same units are
+            dropped at every time step of a sequence.
+        hidden_dropout (`float`, defaults to 0.1): Locked dropout between layers and on the output of the last layer.
+        weight_dropout (`float`, defaults to 0.0): DropConnect on the hidden-to-hidden weights, resampled every step.
+        classifier_dropout (`float`, *optional*): Dropout before a classification head; `hidden_dropout` if unset.
+        classifier_pooling (`str`, defaults to `"last"`): How the sequence classifier summarises a sequence: `"last"`
+            (state after the last real token; with `bidirectional`, joined with the backward state at the first real
+            token), `"mean"` or `"max"` over real tokens. Padding never takes part.
+        tie_word_embeddings (`bool`, defaults to `True`): Share the input embeddings with the LM output layer.
+        initializer_range (`float`, defaults to 0.1): Embeddings and output layers start uniform in
+            `[-initializer_range, initializer_range]`; recurrent weights start orthogonal (see `_init_weights`).
+        use_cache (`bool`, defaults to `True`): Return the recurrent state so that generation feeds one token a step.
+    """
+
+    model_type = "recurrent"
+
+    vocab_size: int = 32000
+    embedding_size: int | None = None
+    hidden_size: int = 512
+    num_hidden_layers: int = 2
+    bidirectional: bool = False
+    embedding_dropout: float = 0.0
+    input_dropout: float = 0.1
+    hidden_dropout: float = 0.1
+    weight_dropout: float = 0.0
+    classifier_dropout: float | None = None
+    classifier_pooling: str = "last"
+    tie_word_embeddings: bool = True
+    initializer_range: float = 0.1
+    use_cache: bool = True
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+
+    def __post_init__(self, **kwargs):
+        if self.embedding_size is None:
+            self.embedding_size = self.hidden_size
+        super().__post_init__(**kwargs)
+        self.validate_recurrent_fields()
+
+    def validate_recurrent_fields(self):
+        """Raise `ValueError` naming the field, so a bad value fails here and not deep inside torch."""
+        for name in ("vocab_size", "hidden_size", "embedding_size", "num_hidden_layers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        for name in ("bidirectional", "tie_word_embeddings", "use_cache"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
+        for name in ("embedding_dropout", "input_dropout", "hidden_dropout", "weight_dropout", "classifier_dropout"):
+            value = getattr(self, name)
+            if name == "classifier_dropout" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ValueError(f"`{name}` must be a probability in [0, 1), got {value!r}.")
+        if self.classifier_pooling not in POOLING_MODES:
+            raise ValueError(f"`classifier_pooling` must be one of {POOLING_MODES}, got {self.classifier_pooling!r}.")
+        if isinstance(self.initializer_range, bool) or not isinstance(self.initializer_range, (int, float)):
+            raise ValueError(f"`initializer_range` must be a positive number, got {self.initializer_range!r}.")
+        if self.initializer_range <= 0:
+            raise ValueError(f"`initializer_range` must be a positive number, got {self.initializer_range!r}.")
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            ids = getattr(self, name)
+            for token_id in ids if isinstance(ids, list) else [ids]:
+                if token_id is not None and (not isinstance(token_id, int) or not 0 <= token_id < self.vocab_size):
+                    raise ValueError(
+                        f"`{name}` must be a token id in [0, vocab_size={self.vocab_size}), got {token_id!r}."
+                    )
+
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """Refuse a checkpoint of another model type: transformers would only warn and load mismatched weights."""
+        found = config_dict.get("model_type")
+        if found is not None and found != cls.model_type:
+            raise ValueError(
+                f"This checkpoint holds a {found!r} model, which {cls.__name__} ({cls.model_type!r}) cannot load. "
+                "Load it with the Auto classes (e.g. AutoModelForCausalLM.from_pretrained), which pick the right "
+                f"class, or with the classes of {found!r}."
+            )
+        return super().from_dict(config_dict, **kwargs)
+
+    @property
+    def layer_types(self) -> list[str]:
+        """Every layer keeps a fixed-size recurrent state, which `DynamicCache` stores as a linear-attention layer."""
+        return ["linear_attention"] * self.num_hidden_layers
+
+    @property
+    def number_of_conv_states(self) -> int:
+        """States per layer in the cache: an LSTM carries (h, c), the others h alone."""
+        return 2 if self.model_type == "lstm" else 1
+
+
+class RNNConfig(RecurrentConfig):
+    r"""
+    Configuration of a vanilla (Elman) RNN. Takes every argument of [`RecurrentConfig`], plus:
+
+    Args:
+        nonlinearity (`str`, defaults to `"tanh"`): `"tanh"` or `"relu"`.
+
+    Example:
+
+    ```python
+    >>> from transformers import AutoModelForCausalLM
+    >>> from hf_evolution import RNNConfig
+    >>> model = AutoModelForCausalLM.from_config(RNNConfig(vocab_size=1000, hidden_size=256))
+    ```
+    """
+
+    model_type = "rnn"
+
+    nonlinearity: str = "tanh"
+
+    def validate_recurrent_fields(self):
+        super().validate_recurrent_fields()
+        if self.nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f'`nonlinearity` must be "tanh" or "relu", got {self.nonlinearity!r}.')
+
+
+class LSTMConfig(RecurrentConfig):
+    r"""
+    Configuration of an LSTM (Hochreiter & Schmidhuber 1997). Takes every argument of [`RecurrentConfig`].
+
+    Example:
+
+    ```python
+    >>> from transformers import AutoModelForCausalLM
+    >>> from hf_evolution import LSTMConfig
+    >>> model = AutoModelForCausalLM.from_config(LSTMConfig(vocab_size=1000, hidden_size=256))
+    ```
+    """
+
+    model_type = "lstm"
+
+
+class GRUConfig(RecurrentConfig):
+    r"""
+    Configuration of a GRU (Cho et al. 2014). Takes every argument of [`RecurrentConfig`].
+
+    Example:
+
+    ```python
+    >>> from transformers import AutoModelForCausalLM
+    >>> from hf_evolution import GRUConfig
+    >>> model = AutoModelForCausalLM.from_config(GRUConfig(vocab_size=1000, hidden_size=256))
+    ```
+    """
+
+    model_type = "gru"
+
+
+__all__ = ["RecurrentConfig", "RNNConfig", "LSTMConfig", "GRUConfig"]

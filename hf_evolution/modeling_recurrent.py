@@ -1,0 +1,622 @@
+"""Vanilla RNN, LSTM and GRU models for transformers.
+
+One implementation serves the three families: each layer runs torch's fused `nn.RNN`/`nn.LSTM`/`nn.GRU` kernel over
+the whole sequence (cuDNN on GPU, oneDNN on CPU), never a Python loop over time steps. The recurrent state lives in a
+`transformers.Cache` under the name `cache`, as in Mamba, so `generate()` feeds the prompt once and then one token per
+step at a constant cost. Padding never enters the state: padded rows run as packed sequences.
+
+This file imports only torch, transformers and `.configuration_recurrent`, so `save_pretrained` can ship it as remote
+code that loads where hf_evolution is not installed.
+"""
+
+import math
+
+import torch
+from torch import nn
+from torch.func import functional_call
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.generation import GenerationMixin
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+    SequenceClassifierOutputWithPast,
+    TokenClassifierOutput,
+)
+from transformers.modeling_utils import PreTrainedModel
+from transformers.utils import can_return_tuple
+
+from .configuration_recurrent import GRUConfig, LSTMConfig, RecurrentConfig, RNNConfig
+
+RECURRENT_MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+GATES_PER_FAMILY = {"rnn": 1, "lstm": 4, "gru": 3}
+CLASS_PREFIXES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+HEAD_SUFFIXES = {
+    "AutoModel": "Model",
+    "AutoModelForCausalLM": "ForCausalLM",
+    "AutoModelForSequenceClassification": "ForSequenceClassification",
+    "AutoModelForTokenClassification": "ForTokenClassification",
+}
+
+
+def remote_code_auto_map(model_type: str) -> dict[str, str]:
+    """The `auto_map` of a saved folder: every head of the family, so any Auto class loads it with remote code."""
+    prefix = CLASS_PREFIXES[model_type]
+    auto_map = {"AutoConfig": f"configuration_recurrent.{prefix}Config"}
+    auto_map.update({auto: f"modeling_recurrent.{prefix}{suffix}" for auto, suffix in HEAD_SUFFIXES.items()})
+    return auto_map
+
+
+class RecurrentCache(DynamicCache):
+    """A `DynamicCache` of fixed-size recurrent states that also counts the tokens folded into them.
+
+    The count plays the part of a KV cache's length: `generate()` can continue from a returned cache given the full
+    sequence, as with GPT-2, and a sequence shorter than what the state has seen fails loudly instead of being fed twice.
+    """
+
+    def __init__(self, config: RecurrentConfig):
+        super().__init__(config=config)
+        self.seen_tokens = 0
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.seen_tokens
+
+    def reset(self):
+        super().reset()
+        self.seen_tokens = 0
+
+
+def read_layer_state(cache: Cache | None, layer_idx: int, num_states: int) -> list[torch.Tensor] | None:
+    """The (batch, hidden) states of one layer, or None before the first token."""
+    if cache is None:
+        return None
+    states = [cache.get_recurrent_state(layer_idx, state_idx) for state_idx in range(num_states)]
+    return None if any(state is None for state in states) else states
+
+
+def write_layer_state(cache: Cache, layer_idx: int, states: list[torch.Tensor]) -> None:
+    for state_idx, state in enumerate(states):
+        cache.update_recurrent_state(state, layer_idx, state_idx=state_idx)
+        # `LinearAttentionLayer` raises this flag only for conv states; without it the state would read back as None.
+        cache.layers[layer_idx].has_previous_state[state_idx] = True
+
+
+class LockedDropout(nn.Module):
+    """Drops the same units at every time step of a sequence (variational dropout, Gal & Ghahramani 2016).
+
+    Fresh noise at each step would let the recurrence average it away; one mask per sequence regularises the state."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return hidden_states
+        batch_size, _, width = hidden_states.shape
+        mask = hidden_states.new_empty(batch_size, 1, width).bernoulli_(1 - self.p) / (1 - self.p)
+        return hidden_states * mask
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class RecurrentLayer(GradientCheckpointingLayer):
+    """One recurrent layer: locked dropout on its input, then the fused kernel over the whole sequence."""
+
+    def __init__(self, config: RecurrentConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_states = config.number_of_conv_states
+        num_directions = 2 if config.bidirectional else 1
+        input_size = config.embedding_size if layer_idx == 0 else config.hidden_size * num_directions
+        rnn_kwargs = {"nonlinearity": config.nonlinearity} if config.model_type == "rnn" else {}
+        self.rnn = RECURRENT_MODULES[config.model_type](
+            input_size, config.hidden_size, batch_first=True, bidirectional=config.bidirectional, **rnn_kwargs
+        )
+        self.input_dropout = LockedDropout(config.input_dropout if layer_idx == 0 else config.hidden_dropout)
+        self.weight_dropout = config.weight_dropout
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+    ) -> torch.Tensor:
+        hidden_states = self.input_dropout(hidden_states)
+        initial_states = read_layer_state(cache, self.layer_idx, self.num_states)
+        hx = None
+        if initial_states is not None:
+            # Copies, so that writing the new state in place cannot corrupt what autograd saved of the old one.
+            copies = tuple(state.unsqueeze(0).clone() for state in initial_states)
+            hx = copies if self.num_states == 2 else copies[0]
+        output, final_state = self.run_recurrence(hidden_states, attention_mask, hx)
+        if cache is not None:
+            final_states = final_state if isinstance(final_state, tuple) else (final_state,)
+            write_layer_state(cache, self.layer_idx, [state[0] for state in final_states])
+        return output
+
+    def run_recurrence(self, inputs, attention_mask, hx):
+        """Run the kernel; rows with padding run packed so that padding never touches the state, wherever it sits."""
+        rnn = self.rnn
+        if self.training and self.weight_dropout > 0:
+            # DropConnect on hidden-to-hidden weights (Wan et al. 2013; AWD-LSTM), still through the fused kernel.
+            dropped = {
+                name: nn.functional.dropout(weight, self.weight_dropout, training=True)
+                for name, weight in self.rnn.named_parameters()
+                if name.startswith("weight_hh")
+            }
+
+            def rnn(*args):
+                return functional_call(self.rnn, dropped, args)
+
+        if attention_mask is None or bool(attention_mask.all()):
+            return rnn(inputs, hx)
+
+        is_real = attention_mask.bool()
+        lengths = is_real.sum(dim=1)
+        # Real tokens first, in their order: left, right or scattered padding all become right padding.
+        order = torch.argsort((~is_real).to(torch.uint8), dim=1, stable=True)
+        gathered = inputs.gather(1, order.unsqueeze(-1).expand_as(inputs))
+        packed = pack_padded_sequence(gathered, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+        packed_output, final_state = rnn(packed, hx)
+        output, _ = pad_packed_sequence(packed_output, batch_first=True, total_length=inputs.size(1))
+        output = torch.zeros_like(output).scatter(1, order.unsqueeze(-1).expand_as(output), output)
+        empty_rows = lengths == 0
+        if bool(empty_rows.any()):
+            # A row of padding alone outputs zeros and keeps its state (the kernel needs at least one step per row).
+            output = output.masked_fill(~is_real.unsqueeze(-1), 0.0)
+            final_state = keep_initial_state(final_state, hx, empty_rows)
+        return output, final_state
+
+
+def keep_initial_state(final_state, initial_state, rows: torch.Tensor):
+    """The final state, except for `rows`, which get the initial state back (zeros when there was none)."""
+    finals = final_state if isinstance(final_state, tuple) else (final_state,)
+    if initial_state is None:
+        initials = tuple(torch.zeros_like(state) for state in finals)
+    else:
+        initials = initial_state if isinstance(initial_state, tuple) else (initial_state,)
+    kept = tuple(
+        torch.where(rows.view(1, -1, 1), initial, final) for initial, final in zip(initials, finals, strict=True)
+    )
+    return kept if isinstance(final_state, tuple) else kept[0]
+
+
+class RecurrentPreTrainedModel(PreTrainedModel):
+    config: RecurrentConfig
+    config_class = RecurrentConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["RecurrentLayer"]
+    _is_stateful = True
+    # Marks the class as custom code, so that `save_pretrained` copies this file and the configuration file.
+    _auto_class = "AutoModel"
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save weights, config and the code files, with an `auto_map` that covers every head of the family."""
+        self.config.auto_map = remote_code_auto_map(self.config.model_type)
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def _init_weights(self, module):
+        """Recurrent-network initialisation: orthogonal recurrent weights keep the state's norm through time, forget-gate
+        bias 1 lets an LSTM remember by default (Jozefowicz et al. 2015), uniform embeddings and output layers."""
+        bound = self.config.initializer_range
+        if isinstance(module, nn.Embedding):
+            init.uniform_(module.weight, -bound, bound)
+        elif isinstance(module, nn.Linear):
+            init.uniform_(module.weight, -bound, bound)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, tuple(RECURRENT_MODULES.values())):
+            init_recurrent_weights(
+                module, GATES_PER_FAMILY[self.config.model_type], is_lstm=isinstance(module, nn.LSTM)
+            )
+
+
+def init_recurrent_weights(module: nn.RNNBase, num_gates: int, is_lstm: bool) -> None:
+    hidden_size = module.hidden_size
+    input_bound = 1 / math.sqrt(hidden_size)
+    for name, param in module.named_parameters():
+        # Slices lose the flag that marks weights loaded from a checkpoint, so check it on the whole tensor.
+        if getattr(param, "_is_hf_initialized", False):
+            continue
+        if name.startswith("weight_ih"):
+            init.uniform_(param, -input_bound, input_bound)
+        elif name.startswith("weight_hh"):
+            for gate in range(num_gates):
+                init.orthogonal_(param[gate * hidden_size : (gate + 1) * hidden_size])
+        else:
+            init.zeros_(param)
+            if is_lstm and name.startswith("bias_ih"):
+                # torch orders the LSTM gates input, forget, cell, output.
+                init.constant_(param[hidden_size : 2 * hidden_size], 1.0)
+
+
+class RecurrentModel(RecurrentPreTrainedModel):
+    """Embeddings and stacked recurrent layers; returns the hidden states of the last layer (both directions joined)."""
+
+    def __init__(self, config: RecurrentConfig):
+        super().__init__(config)
+        self.embeddings = nn.Embedding(config.vocab_size, config.embedding_size)
+        self.layers = nn.ModuleList([RecurrentLayer(config, idx) for idx in range(config.num_hidden_layers)])
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings
+
+    def set_input_embeddings(self, new_embeddings):
+        self.embeddings = new_embeddings
+
+    def embed(self, input_ids: torch.LongTensor) -> torch.Tensor:
+        """Embedding dropout drops whole word types for a step (Gal & Ghahramani 2016), not single coordinates."""
+        p = self.config.embedding_dropout
+        if not self.training or p == 0:
+            return self.embeddings(input_ids)
+        weight = self.embeddings.weight
+        keep = weight.new_empty(weight.size(0), 1).bernoulli_(1 - p) / (1 - p)
+        return nn.functional.embedding(input_ids, weight * keep)
+
+    def check_input_ids(self, input_ids: torch.LongTensor) -> None:
+        """Fail with the offending id instead of an IndexError (or a device assert on GPU) from inside the embedding."""
+        if input_ids.dim() != 2:
+            raise ValueError(f"`input_ids` must have shape (batch, sequence), got {tuple(input_ids.shape)}.")
+        if input_ids.numel() == 0:
+            raise ValueError(
+                f"Empty input: `input_ids` has shape {tuple(input_ids.shape)}; give at least one token per sequence."
+            )
+        vocab_size = self.embeddings.num_embeddings
+        out_of_range = (input_ids < 0) | (input_ids >= vocab_size)
+        if bool(out_of_range.any()):
+            bad_id = int(input_ids[out_of_range][0])
+            raise ValueError(
+                f"Token id {bad_id} is outside the vocabulary [0, {vocab_size}). Use the tokenizer the model was "
+                "trained with, or call `model.resize_token_embeddings(len(tokenizer))` after adding tokens."
+            )
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        r"""
+        attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*):
+            1 for real tokens, 0 for padding. Padding (left, right or anywhere) never changes the recurrent state and
+            gets zero outputs. With a cache, the mask may cover the cached tokens too; its last columns are used.
+        cache (`Cache`, *optional*):
+            Recurrent state after earlier tokens: the model continues from it as if those tokens preceded `input_ids`.
+        use_cache (`bool`, *optional*):
+            Return the state after the last token in `cache` (defaults to `config.use_cache` outside training).
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Give exactly one of `input_ids` or `inputs_embeds`.")
+        if input_ids is not None:
+            self.check_input_ids(input_ids)
+            inputs_embeds = self.embed(input_ids)
+        elif inputs_embeds.dim() != 3 or inputs_embeds.shape[0] * inputs_embeds.shape[1] == 0:
+            raise ValueError(
+                "`inputs_embeds` must be a non-empty (batch, sequence, embedding) tensor, "
+                f"got {tuple(inputs_embeds.shape)}."
+            )
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        if use_cache is None:
+            use_cache = self.config.use_cache and not self.training and not self.config.bidirectional
+        if use_cache and self.config.bidirectional:
+            raise ValueError(
+                "A bidirectional model has no state to carry forward (its backward direction needs the whole sequence); "
+                "call it with `use_cache=False`."
+            )
+        if use_cache and cache is None:
+            cache = RecurrentCache(self.config)
+        attention_mask = self.align_attention_mask(attention_mask, inputs_embeds.shape[:2], cache)
+
+        hidden_states = inputs_embeds
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, attention_mask=attention_mask, cache=cache if use_cache else None)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+        if use_cache and isinstance(cache, RecurrentCache):
+            cache.seen_tokens += hidden_states.shape[1]
+
+        return BaseModelOutputWithPast(
+            last_hidden_state=hidden_states, cache=cache if use_cache else None, hidden_states=all_hidden_states
+        )
+
+    @staticmethod
+    def align_attention_mask(attention_mask, input_shape, cache):
+        """The mask columns of the tokens in this call; `generate()` passes the mask of the whole sequence so far."""
+        if attention_mask is None:
+            return None
+        batch_size, seq_length = input_shape
+        if attention_mask.dim() != 2 or attention_mask.shape[0] != batch_size:
+            raise ValueError(
+                f"`attention_mask` must have shape (batch={batch_size}, length), got {tuple(attention_mask.shape)}."
+            )
+        mask_length = attention_mask.shape[1]
+        has_state = cache is not None and len(cache.layers) > 0 and cache.has_previous_state(0)
+        if mask_length < seq_length or (mask_length > seq_length and not has_state):
+            raise ValueError(
+                f"`attention_mask` covers {mask_length} tokens but the input has {seq_length}; give one mask column per "
+                "token (or, when continuing from a cache, the mask of the whole sequence)."
+            )
+        return attention_mask[:, -seq_length:]
+
+
+class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
+    """A recurrent language model. The output layer shares the input embeddings when `tie_word_embeddings` is set,
+    behind a projection if `hidden_size != embedding_size`."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.embeddings.weight"}
+    _auto_class = "AutoModelForCausalLM"
+
+    def __init__(self, config: RecurrentConfig):
+        if config.bidirectional:
+            raise ValueError(
+                "A causal language model cannot be bidirectional: the backward direction would read the tokens it must "
+                "predict. Set `bidirectional=False`, or use a classification head."
+            )
+        super().__init__(config)
+        self.model = RecurrentModel(config)
+        self.output_dropout = LockedDropout(config.hidden_dropout)
+        head_size = config.embedding_size if config.tie_word_embeddings else config.hidden_size
+        self.output_projection = (
+            nn.Linear(config.hidden_size, head_size, bias=False) if head_size != config.hidden_size else None
+        )
+        self.lm_head = nn.Linear(head_size, config.vocab_size)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head = new_embeddings
+
+    def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
+        """Generate with a `RecurrentCache`, whose token count lets a later call continue from it."""
+        if model_kwargs.get("cache") is None and generation_config.use_cache is not False:
+            model_kwargs["cache"] = RecurrentCache(self.config)
+        return super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
+
+    def prepare_inputs_for_generation(
+        self, input_ids, next_sequence_length=None, cache=None, attention_mask=None, **kwargs
+    ):
+        """Continuing from a returned cache, feed only the tokens the state has not seen.
+
+        `generate()` does this by itself for a KV cache, whose length it can read; a recurrent state has no length, so
+        the count kept by `RecurrentCache` stands in for it. As with GPT-2, pass either the whole sequence so far
+        (e.g. `output.sequences`) or only the new tokens with the attention mask of the whole sequence. Without a
+        mask (`generate()` drops one of all ones), `input_ids` longer than what the state has seen are taken as the
+        whole sequence, shorter ones as new tokens."""
+        if next_sequence_length is None and isinstance(cache, RecurrentCache) and cache.seen_tokens > 0:
+            length, seen = input_ids.shape[1], cache.seen_tokens
+            whole_sequence = length > seen if attention_mask is None else attention_mask.shape[1] == length
+            if whole_sequence and length <= seen:
+                raise ValueError(
+                    f"The cache already holds {seen} tokens but `input_ids` and `attention_mask` cover {length}. Pass "
+                    "the whole sequence so far (e.g. `output.sequences`), or only the new tokens together with the "
+                    "attention mask of the whole sequence."
+                )
+            if whole_sequence:
+                next_sequence_length = length - seen
+        return super().prepare_inputs_for_generation(
+            input_ids, next_sequence_length=next_sequence_length, cache=cache, attention_mask=attention_mask, **kwargs
+        )
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Target token ids; shifted inside the model, so `labels = input_ids` works. -100 is ignored.
+        logits_to_keep (`int` or `torch.Tensor`, *optional*):
+            Compute logits for the last `logits_to_keep` positions only (0 keeps all), as `generate()` asks.
+        """
+        outputs = self.model(
+            input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            cache=cache,
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+        )
+        hidden_states = outputs.last_hidden_state
+        kept = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        hidden_states = self.output_dropout(hidden_states[:, kept])
+        if self.output_projection is not None:
+            hidden_states = self.output_projection(hidden_states)
+        logits = self.lm_head(hidden_states)
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        return CausalLMOutputWithPast(
+            loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states
+        )
+
+
+def pool_sequence(hidden_states, attention_mask, mode: str, bidirectional: bool) -> torch.Tensor:
+    """Summarise each sequence over its real tokens only ("last", "mean" or "max")."""
+    if attention_mask is None:
+        attention_mask = torch.ones(hidden_states.shape[:2], dtype=torch.long, device=hidden_states.device)
+    is_real = attention_mask.bool().unsqueeze(-1)
+    if mode == "mean":
+        return (hidden_states * is_real).sum(dim=1) / is_real.sum(dim=1).clamp(min=1)
+    if mode == "max":
+        return hidden_states.masked_fill(~is_real, torch.finfo(hidden_states.dtype).min).max(dim=1).values
+    positions = torch.arange(attention_mask.shape[1], device=hidden_states.device)
+    rows = torch.arange(hidden_states.shape[0], device=hidden_states.device)
+    last = (positions * attention_mask.bool()).argmax(dim=1)
+    if not bidirectional:
+        return hidden_states[rows, last]
+    # The forward direction has read the sequence at its last real token, the backward one at its first.
+    first = attention_mask.bool().int().argmax(dim=1)
+    half = hidden_states.shape[-1] // 2
+    return torch.cat([hidden_states[rows, last, :half], hidden_states[rows, first, half:]], dim=-1)
+
+
+def mask_from_padding(input_ids, attention_mask, pad_token_id):
+    """Without a mask, take padding from the pad token, as GPT-2's classification heads do."""
+    if attention_mask is None and input_ids is not None and pad_token_id is not None:
+        return input_ids.ne(pad_token_id).long()
+    return attention_mask
+
+
+class RecurrentForSequenceClassification(RecurrentPreTrainedModel):
+    """A recurrent encoder with a classification (or regression) head on a pooled summary of each sequence."""
+
+    _auto_class = "AutoModelForSequenceClassification"
+
+    def __init__(self, config: RecurrentConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = RecurrentModel(config)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout
+        self.dropout = nn.Dropout(dropout)
+        num_directions = 2 if config.bidirectional else 1
+        self.classifier = nn.Linear(config.hidden_size * num_directions, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutputWithPast:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            Class indices in `[0, num_labels)`; float targets for regression when `num_labels == 1`.
+        """
+        attention_mask = mask_from_padding(input_ids, attention_mask, self.config.pad_token_id)
+        outputs = self.model(
+            input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            output_hidden_states=output_hidden_states,
+        )
+        pooled = pool_sequence(
+            outputs.last_hidden_state, attention_mask, self.config.classifier_pooling, self.config.bidirectional
+        )
+        logits = self.classifier(self.dropout(pooled))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config, **kwargs)
+        return SequenceClassifierOutputWithPast(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+
+class RecurrentForTokenClassification(RecurrentPreTrainedModel):
+    """A recurrent encoder with a label for every token (tagging, NER); bidirectional models see both contexts."""
+
+    _auto_class = "AutoModelForTokenClassification"
+
+    def __init__(self, config: RecurrentConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = RecurrentModel(config)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout
+        self.dropout = nn.Dropout(dropout)
+        num_directions = 2 if config.bidirectional else 1
+        self.classifier = nn.Linear(config.hidden_size * num_directions, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> TokenClassifierOutput:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            A label index per token; -100 marks tokens without a label (padding, special tokens, sub-words).
+        """
+        attention_mask = mask_from_padding(input_ids, attention_mask, self.config.pad_token_id)
+        outputs = self.model(
+            input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            output_hidden_states=output_hidden_states,
+        )
+        logits = self.classifier(self.dropout(outputs.last_hidden_state))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, config=self.config, **kwargs)
+        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+
+# Each family gets its own classes so that it has its own `model_type` in the Auto* mappings and on the Hub.
+class RNNModel(RecurrentModel):
+    config_class = RNNConfig
+
+
+class RNNForCausalLM(RecurrentForCausalLM):
+    config_class = RNNConfig
+
+
+class RNNForSequenceClassification(RecurrentForSequenceClassification):
+    config_class = RNNConfig
+
+
+class RNNForTokenClassification(RecurrentForTokenClassification):
+    config_class = RNNConfig
+
+
+class LSTMModel(RecurrentModel):
+    config_class = LSTMConfig
+
+
+class LSTMForCausalLM(RecurrentForCausalLM):
+    config_class = LSTMConfig
+
+
+class LSTMForSequenceClassification(RecurrentForSequenceClassification):
+    config_class = LSTMConfig
+
+
+class LSTMForTokenClassification(RecurrentForTokenClassification):
+    config_class = LSTMConfig
+
+
+class GRUModel(RecurrentModel):
+    config_class = GRUConfig
+
+
+class GRUForCausalLM(RecurrentForCausalLM):
+    config_class = GRUConfig
+
+
+class GRUForSequenceClassification(RecurrentForSequenceClassification):
+    config_class = GRUConfig
+
+
+class GRUForTokenClassification(RecurrentForTokenClassification):
+    config_class = GRUConfig

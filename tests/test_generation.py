@@ -1,0 +1,181 @@
+"""generate() with the carried recurrent state: exact against recomputation, padding, beams, continuation."""
+
+import pytest
+import torch
+from conftest import FAMILIES, make_model
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hf_evolution import RecurrentCache
+
+# No EOS: every generation runs its full length, so sequences compare position by position.
+NO_EOS = {"eos_token_id": None}
+
+
+def prompt(length, seed=0, batch=1):
+    return torch.randint(5, 320, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_chunked_forward_with_cache_equals_one_forward(model_type):
+    model = make_model(model_type)
+    ids = prompt(12, batch=2)
+    full = model(ids).logits
+    cache = None
+    pieces = []
+    for chunk in (ids[:, :5], ids[:, 5:6], ids[:, 6:]):
+        out = model(chunk, cache=cache, use_cache=True)
+        cache = out.cache
+        pieces.append(out.logits)
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
+    assert isinstance(cache, RecurrentCache) and cache.seen_tokens == 12
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"do_sample": False},
+        {"do_sample": True, "top_k": 20, "temperature": 0.8},
+        {"do_sample": False, "num_beams": 3, "num_return_sequences": 2},
+        {"do_sample": True, "num_beams": 2, "num_return_sequences": 2},
+    ],
+    ids=["greedy", "sampling", "beam", "beam-sampling"],
+)
+def test_cached_generation_equals_uncached_recomputation(model_type, kwargs):
+    model = make_model(model_type, **NO_EOS)
+    ids = prompt(6, batch=2)
+    outputs = []
+    for use_cache in (True, False):
+        torch.manual_seed(123)
+        outputs.append(model.generate(ids, max_new_tokens=12, use_cache=use_cache, **kwargs))
+    assert outputs[0].shape == (2 * kwargs.get("num_return_sequences", 1), 18)
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+
+
+def test_sampling_is_seeded():
+    model = make_model("lstm", **NO_EOS)
+    ids = prompt(4)
+    runs = []
+    for seed in (7, 7, 8):
+        torch.manual_seed(seed)
+        runs.append(model.generate(ids, max_new_tokens=20, do_sample=True))
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
+@pytest.mark.parametrize("use_cache", [True, False])
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_left_padded_batch_generates_what_each_prompt_generates_alone(model_type, use_cache, num_beams):
+    model = make_model(model_type, **NO_EOS)
+    prompts = [prompt(3, seed=1)[0], prompt(8, seed=2)[0], prompt(5, seed=3)[0]]
+    width = max(len(p) for p in prompts)
+    ids = torch.zeros(len(prompts), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :] = p
+        mask[i, width - len(p) :] = 1
+    batch = model.generate(
+        ids, attention_mask=mask, max_new_tokens=10, do_sample=False, num_beams=num_beams, use_cache=use_cache
+    )
+    for i, p in enumerate(prompts):
+        alone = model.generate(p[None], max_new_tokens=10, do_sample=False, num_beams=num_beams)
+        torch.testing.assert_close(batch[i, width - len(p) :], alone[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_continuing_from_a_returned_cache(model_type):
+    model = make_model(model_type, **NO_EOS)
+    ids = prompt(5, batch=2)
+    straight = model.generate(ids, max_new_tokens=14, do_sample=False)
+    first = model.generate(ids, max_new_tokens=6, do_sample=False, return_dict_in_generate=True)
+    assert first.cache.seen_tokens == 5 + 6 - 1, "the last generated token has not been fed yet"
+    # As with a KV cache: the whole sequence so far, and the cache.
+    more = model.generate(first.sequences, cache=first.cache, max_new_tokens=8, do_sample=False)
+    torch.testing.assert_close(more, straight, rtol=0, atol=0)
+    # Or only the unseen tokens together with the attention mask of the whole sequence.
+    again = model.generate(ids, max_new_tokens=6, do_sample=False, return_dict_in_generate=True)
+    tail = model.generate(
+        again.sequences[:, -1:],
+        attention_mask=torch.ones_like(again.sequences),
+        cache=again.cache,
+        max_new_tokens=8,
+        do_sample=False,
+    )
+    torch.testing.assert_close(tail[:, 1:], straight[:, 11:], rtol=0, atol=0)
+
+
+def test_continuing_with_a_mask_shorter_than_the_cache_is_refused():
+    model = make_model("gru", **NO_EOS)
+    out = model.generate(prompt(6), max_new_tokens=4, do_sample=False, return_dict_in_generate=True)
+    with pytest.raises(ValueError, match="already holds 9 tokens"):
+        model.generate(prompt(3), attention_mask=torch.tensor([[0, 1, 1]]), cache=out.cache, max_new_tokens=2)
+
+
+def test_assisted_decoding_is_refused_for_a_stateful_model():
+    model = make_model("lstm", **NO_EOS)
+    with pytest.raises(ValueError, match="stateful"):
+        model.generate(prompt(4), assistant_model=make_model("lstm", **NO_EOS), max_new_tokens=3)
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_state_size_does_not_grow_with_context(model_type):
+    """A KV cache grows with every token; the recurrent state must stay the same size at any length."""
+    model = make_model(model_type, **NO_EOS)
+
+    def state_bytes(cache):
+        return sum(
+            layer.recurrent_states[i].nelement() * layer.recurrent_states[i].element_size()
+            for layer in cache.layers
+            for i in range(layer.number_of_states)
+        )
+
+    sizes = []
+    for length in (4, 64, 512):
+        out = model(prompt(length))
+        sizes.append(state_bytes(out.cache))
+    states_per_layer = 2 if model_type == "lstm" else 1
+    assert sizes == [2 * states_per_layer * 16 * 4] * 3
+    generated = model.generate(prompt(4), max_new_tokens=50, do_sample=False, return_dict_in_generate=True)
+    assert state_bytes(generated.cache) == sizes[0]
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_generate_in_training_mode_and_without_attention_mask(model_type):
+    model = make_model(model_type, **NO_EOS).train()
+    out = model.generate(prompt(4), max_new_tokens=3, do_sample=False)
+    assert out.shape == (1, 7)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    model_type=st.sampled_from(FAMILIES),
+    hidden_size=st.integers(1, 24),
+    embedding_size=st.integers(1, 24),
+    num_hidden_layers=st.integers(1, 3),
+    tie=st.booleans(),
+    prompt_length=st.integers(1, 9),
+    split=st.integers(1, 8),
+    seed=st.integers(0, 2**16),
+)
+def test_property_cached_equals_uncached(
+    model_type, hidden_size, embedding_size, num_hidden_layers, tie, prompt_length, split, seed
+):
+    model = make_model(
+        model_type,
+        seed=seed,
+        hidden_size=hidden_size,
+        embedding_size=embedding_size,
+        num_hidden_layers=num_hidden_layers,
+        tie_word_embeddings=tie,
+        **NO_EOS,
+    )
+    ids = prompt(prompt_length + 8, seed=seed, batch=2)
+    split = min(split, ids.shape[1] - 1)
+    full = model(ids).logits
+    head = model(ids[:, :split], use_cache=True)
+    rest = model(ids[:, split:], cache=head.cache, use_cache=True)
+    torch.testing.assert_close(torch.cat([head.logits, rest.logits], dim=1), full, atol=1e-5, rtol=1e-4)
+    cached = model.generate(ids[:, :prompt_length], max_new_tokens=6, do_sample=False)
+    uncached = model.generate(ids[:, :prompt_length], max_new_tokens=6, do_sample=False, use_cache=False)
+    torch.testing.assert_close(cached, uncached, rtol=0, atol=0)

@@ -1,0 +1,328 @@
+"""Configs, heads, losses, padding, weight tying, initialisation and bad input for the three recurrent families."""
+
+import pytest
+import torch
+from conftest import FAMILIES, make_model, tiny_config
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
+
+import hf_evolution
+from hf_evolution import GRUConfig, LSTMConfig, RNNConfig
+
+# --- configs -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("vocab_size", 0),
+        ("hidden_size", -4),
+        ("embedding_size", 2.5),
+        ("num_hidden_layers", 0),
+        ("bidirectional", "yes"),
+        ("tie_word_embeddings", 1),
+        ("input_dropout", 1.0),
+        ("hidden_dropout", -0.1),
+        ("weight_dropout", 1.5),
+        ("embedding_dropout", "0.1"),
+        ("classifier_dropout", 2.0),
+        ("classifier_pooling", "cls"),
+        ("initializer_range", 0),
+        ("pad_token_id", 10_000),
+        ("eos_token_id", -1),
+    ],
+)
+@pytest.mark.parametrize("config_class", [RNNConfig, LSTMConfig, GRUConfig])
+def test_invalid_config_values_raise_naming_the_field(config_class, field, value):
+    with pytest.raises(ValueError, match=f"`{field}`"):
+        config_class(vocab_size=100, **{field: value}) if field != "vocab_size" else config_class(vocab_size=value)
+
+
+def test_nonlinearity_belongs_to_the_vanilla_rnn_only():
+    assert RNNConfig(nonlinearity="relu").nonlinearity == "relu"
+    with pytest.raises(ValueError, match="`nonlinearity`"):
+        RNNConfig(nonlinearity="sigmoid")
+    assert not hasattr(LSTMConfig(), "nonlinearity")
+
+
+def test_config_defaults_and_model_types():
+    assert [RNNConfig.model_type, LSTMConfig.model_type, GRUConfig.model_type] == ["rnn", "lstm", "gru"]
+    config = LSTMConfig(hidden_size=64)
+    assert config.embedding_size == 64, "embedding_size follows hidden_size when unset"
+    assert config.tie_word_embeddings is True
+    assert config.layer_types == ["linear_attention", "linear_attention"]
+    assert LSTMConfig().number_of_conv_states == 2 and GRUConfig().number_of_conv_states == 1
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_auto_classes_are_registered(model_type):
+    config = tiny_config(model_type)
+    assert type(AutoConfig.for_model(model_type)) is type(config)
+    families = hf_evolution.FAMILIES[model_type]
+    for auto_class, head in zip(
+        (AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoModelForTokenClassification),
+        families[1:],
+        strict=True,
+    ):
+        assert type(auto_class.from_config(config)) is head
+
+
+def test_causal_lm_refuses_bidirectional():
+    with pytest.raises(ValueError, match="bidirectional"):
+        AutoModelForCausalLM.from_config(tiny_config("lstm", bidirectional=True))
+
+
+# --- heads and shapes --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_encoder_heads_shapes_and_hidden_states(model_type, bidirectional):
+    ids = torch.randint(5, 320, (3, 9))
+    width = 16 * (2 if bidirectional else 1)
+    base = make_model(model_type, "base", bidirectional=bidirectional)
+    out = base(ids, output_hidden_states=True)
+    assert out.last_hidden_state.shape == (3, 9, width)
+    assert len(out.hidden_states) == 3, "embeddings + one entry per layer"
+    assert out.hidden_states[0].shape == (3, 9, 12)
+    torch.testing.assert_close(out.hidden_states[-1], out.last_hidden_state)
+    assert (out.cache is None) == bidirectional
+
+    sequence = make_model(model_type, "sequence", bidirectional=bidirectional, num_labels=4)
+    assert sequence(ids).logits.shape == (3, 4)
+    token = make_model(model_type, "token", bidirectional=bidirectional, num_labels=5)
+    assert token(ids).logits.shape == (3, 9, 5)
+
+
+def test_rnn_nonlinearity_reaches_the_kernel():
+    model = make_model("rnn", "base", nonlinearity="relu")
+    assert all(layer.rnn.nonlinearity == "relu" for layer in model.layers)
+    hidden = model(torch.randint(5, 320, (2, 6)), use_cache=False).last_hidden_state
+    assert bool((hidden >= 0).all()), "a relu RNN outputs no negative values"
+
+
+def test_return_dict_false_gives_tuples():
+    model = make_model("gru")
+    ids = torch.randint(5, 320, (2, 5))
+    loss, logits = model(ids, labels=ids, use_cache=False, return_dict=False)[:2]
+    torch.testing.assert_close(logits, model(ids, use_cache=False).logits)
+    assert loss.ndim == 0
+
+
+# --- losses ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_causal_lm_loss_is_shifted_cross_entropy_ignoring_minus_100(model_type):
+    model = make_model(model_type)
+    ids = torch.randint(5, 320, (2, 8))
+    labels = ids.clone()
+    labels[0, 5:] = -100
+    out = model(ids, labels=labels)
+    expected = torch.nn.functional.cross_entropy(
+        out.logits[:, :-1].reshape(-1, 320), labels[:, 1:].reshape(-1), ignore_index=-100
+    )
+    torch.testing.assert_close(out.loss, expected)
+
+
+@pytest.mark.parametrize("head", ["causal", "token"])
+def test_loss_with_num_items_in_batch_makes_gradient_accumulation_exact(head):
+    """Trainer passes num_items_in_batch: two half-batch losses must add up to the full-batch loss."""
+    model = make_model("lstm", head, num_labels=3)
+    ids = torch.randint(5, 320, (4, 7))
+    labels = ids.clone() if head == "causal" else torch.randint(0, 3, (4, 7))
+    labels[1, 2:] = -100
+    full = model(ids, labels=labels).loss
+    counted = (labels[:, 1:] if head == "causal" else labels).ne(-100).sum()
+    halves = sum(
+        model(ids[rows], labels=labels[rows], num_items_in_batch=counted).loss for rows in (slice(0, 2), slice(2, 4))
+    )
+    torch.testing.assert_close(halves, full)
+
+
+def test_sequence_classification_loss_and_regression():
+    model = make_model("gru", "sequence", num_labels=3)
+    ids = torch.randint(5, 320, (4, 6))
+    labels = torch.tensor([0, 2, 1, 1])
+    out = model(ids, labels=labels)
+    torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(out.logits, labels))
+    regression = make_model("gru", "sequence", num_labels=1)
+    targets = torch.randn(4)
+    out = regression(ids, labels=targets)
+    torch.testing.assert_close(out.loss, torch.nn.functional.mse_loss(out.logits.squeeze(), targets))
+
+
+# --- padding -----------------------------------------------------------------------------------------------------
+
+
+def pad_rows(rows, side, pad_id=0):
+    length = max(len(row) for row in rows)
+    ids = torch.full((len(rows), length), pad_id)
+    mask = torch.zeros(len(rows), length, dtype=torch.long)
+    for i, row in enumerate(rows):
+        span = slice(length - len(row), length) if side == "left" else slice(0, len(row))
+        ids[i, span] = torch.tensor(row)
+        mask[i, span] = 1
+    return ids, mask
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_padding_never_changes_outputs(model_type, side, bidirectional):
+    rows = [[11, 12, 13], [21, 22, 23, 24, 25, 26], [31]]
+    ids, mask = pad_rows(rows, side)
+    for pooling in ("last", "mean", "max"):
+        model = make_model(
+            model_type, "sequence", bidirectional=bidirectional, num_labels=3, classifier_pooling=pooling
+        )
+        batch_logits = model(ids, attention_mask=mask).logits
+        for i, row in enumerate(rows):
+            alone = model(torch.tensor([row])).logits[0]
+            torch.testing.assert_close(batch_logits[i], alone, atol=1e-5, rtol=1e-5)
+    token = make_model(model_type, "token", bidirectional=bidirectional, num_labels=3)
+    batch_logits = token(ids, attention_mask=mask).logits
+    for i, row in enumerate(rows):
+        alone = token(torch.tensor([row])).logits[0]
+        torch.testing.assert_close(batch_logits[i][mask[i].bool()], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_padding_anywhere_and_all_padding_rows():
+    model = make_model("lstm", "base")
+    row = torch.tensor([[7, 8, 9, 10]])
+    holes = torch.tensor([[0, 7, 0, 8, 9, 0, 10]])
+    out = model(holes, attention_mask=holes.ne(0).long())
+    alone = model(row)
+    torch.testing.assert_close(out.last_hidden_state[0, holes[0].ne(0)], alone.last_hidden_state[0])
+    assert bool((out.last_hidden_state[0, holes[0].eq(0)] == 0).all()), "padding gets zero outputs"
+    for state_idx in range(2):
+        torch.testing.assert_close(
+            out.cache.get_recurrent_state(1, state_idx), alone.cache.get_recurrent_state(1, state_idx)
+        )
+    empty = model(torch.tensor([[0, 0], [5, 6]]), attention_mask=torch.tensor([[0, 0], [1, 1]]))
+    assert bool((empty.last_hidden_state[0] == 0).all())
+    assert bool((empty.cache.get_recurrent_state(0, 0)[0] == 0).all()), "a row of padding keeps the initial state"
+
+
+def test_classification_heads_infer_the_mask_from_the_pad_token():
+    model = make_model("gru", "sequence", num_labels=2)
+    padded = torch.tensor([[0, 0, 7, 8, 9]])
+    torch.testing.assert_close(model(padded).logits, model(torch.tensor([[7, 8, 9]])).logits)
+
+
+# --- weights -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_tied_embeddings_with_projection_when_sizes_differ(model_type):
+    model = make_model(model_type)  # hidden 16, embedding 12
+    assert model.lm_head.weight is model.model.embeddings.weight
+    assert model.output_projection.weight.shape == (12, 16)
+    same_sizes = make_model(model_type, embedding_size=16)
+    assert same_sizes.output_projection is None and same_sizes.lm_head.weight is same_sizes.model.embeddings.weight
+    untied = make_model(model_type, tie_word_embeddings=False)
+    assert untied.lm_head.weight is not untied.model.embeddings.weight
+    assert untied.output_projection is None and untied.lm_head.weight.shape == (320, 16)
+
+
+def test_resize_token_embeddings_keeps_the_tie():
+    model = make_model("lstm")
+    model.resize_token_embeddings(330)
+    assert model.lm_head.weight is model.model.embeddings.weight
+    assert model.lm_head.weight.shape == (330, 12) and model.lm_head.bias.shape == (330,)
+    assert model.config.vocab_size == 330
+    assert model(torch.tensor([[325, 329]])).logits.shape == (1, 2, 330)
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_recurrent_initialisation(model_type):
+    model = make_model(model_type, hidden_size=32)
+    rnn = model.model.layers[0].rnn
+    gates = {"rnn": 1, "lstm": 4, "gru": 3}[model_type]
+    for gate in range(gates):
+        block = rnn.weight_hh_l0[gate * 32 : (gate + 1) * 32]
+        torch.testing.assert_close(block @ block.T, torch.eye(32), atol=1e-4, rtol=0)
+    assert rnn.weight_ih_l0.abs().max() <= 1 / 32**0.5
+    forget_bias = rnn.bias_ih_l0[32:64]
+    if model_type == "lstm":
+        assert bool((forget_bias == 1).all()) and bool((rnn.bias_ih_l0[:32] == 0).all())
+    else:
+        assert bool((rnn.bias_ih_l0 == 0).all())
+    assert model.model.embeddings.weight.abs().max() <= model.config.initializer_range
+
+
+# --- dropout and activation checkpointing -----------------------------------------------------------------------
+
+
+def test_dropouts_act_in_training_only():
+    model = make_model("lstm", input_dropout=0.3, hidden_dropout=0.3, weight_dropout=0.5, embedding_dropout=0.2)
+    ids = torch.randint(5, 320, (2, 6))
+    eval_logits = model(ids).logits
+    torch.testing.assert_close(model(ids).logits, eval_logits)
+    model.train()
+    assert not torch.allclose(model(ids).logits, eval_logits)
+    model.eval()
+    torch.testing.assert_close(model(ids).logits, eval_logits)
+
+
+def test_weight_dropout_is_dropconnect_on_recurrent_weights():
+    model = make_model("gru", weight_dropout=0.5).train()
+    ids = torch.randint(5, 320, (2, 6))
+    model(ids, labels=ids).loss.backward()
+    assert model.model.layers[0].rnn.weight_hh_l0.grad is not None
+    assert set(dict(model.named_parameters())) == set(dict(make_model("gru").named_parameters()))
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_activation_checkpointing_gives_the_same_gradients(model_type):
+    ids = torch.randint(5, 320, (2, 8))
+    grads = []
+    for checkpointing in (False, True):
+        model = make_model(model_type, input_dropout=0.2, hidden_dropout=0.2).train()
+        if checkpointing:
+            model.activation_checkpointing_enable()
+            assert all(layer.gradient_checkpointing for layer in model.model.layers)
+        torch.manual_seed(1)
+        model(ids, labels=ids).loss.backward()
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5)
+
+
+# --- bad input ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("head", ["base", "causal", "sequence", "token"])
+@pytest.mark.parametrize("bad_id", [320, 10_000, -1])
+def test_out_of_range_token_ids_name_the_id_and_vocab_size(head, bad_id):
+    model = make_model("lstm", head, num_labels=2)
+    ids = torch.tensor([[5, 6, bad_id, 7]])
+    with pytest.raises(ValueError, match=rf"Token id {bad_id} .*\[0, 320\)"):
+        model(ids)
+
+
+def test_empty_input_is_refused():
+    model = make_model("gru")
+    with pytest.raises(ValueError, match="Empty input"):
+        model(torch.zeros(1, 0, dtype=torch.long))
+    with pytest.raises(ValueError, match="Empty input"):
+        model(torch.zeros(0, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="exactly one of"):
+        model()
+
+
+def test_mismatched_attention_mask_is_refused():
+    model = make_model("rnn")
+    with pytest.raises(ValueError, match="covers 3 tokens but the input has 4"):
+        model(torch.tensor([[5, 6, 7, 8]]), attention_mask=torch.ones(1, 3, dtype=torch.long))
+
+
+def test_bidirectional_encoder_refuses_a_cache():
+    model = make_model("lstm", "base", bidirectional=True)
+    with pytest.raises(ValueError, match="bidirectional"):
+        model(torch.tensor([[5, 6]]), use_cache=True)
