@@ -3,6 +3,7 @@ import os
 import pytest
 import torch
 
+# Tests never reach the Hugging Face Hub; set before huggingface_hub reads it on import.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -16,6 +17,19 @@ SENTENCES = [
     "the team won the cup final after extra time",
     "new phones arrive with faster chips and better cameras",
 ]
+
+
+@pytest.fixture(scope="session")
+def datasets_cache(tmp_path_factory):
+    """A fresh datasets cache: cache-hit tests then see a first computation, and no test reads stale files."""
+    return str(tmp_path_factory.mktemp("datasets_cache"))
+
+
+@pytest.fixture(scope="session")
+def bbc_news(datasets_cache):
+    from hf_evolution.data import BBC_NEWS, load_corpus
+
+    return load_corpus(BBC_NEWS, cache_dir=datasets_cache)
 
 
 @pytest.fixture(scope="session")

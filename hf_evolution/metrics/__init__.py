@@ -1,0 +1,101 @@
+"""Offline ``evaluate`` metrics and the Trainer hooks built on them.
+
+Each metric is a standalone module in ``metrics/<name>/<name>.py`` that ``evaluate.load(metric_path(name))``
+loads without the Hub, and that ``evaluate.combine`` accepts. The helpers below plug them into
+``Trainer(compute_metrics=...)`` or turn ``Trainer.evaluate()``'s ``eval_loss`` into perplexity and bits per byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import evaluate
+import numpy as np
+import torch
+from transformers import EvalPrediction
+
+METRIC_NAMES = ("accuracy", "bits_per_byte", "f1", "perplexity")
+
+
+def metric_path(name: str) -> str:
+    """Absolute path of the metric's module folder, for ``evaluate.load`` and ``evaluate.combine``."""
+    if name not in METRIC_NAMES:
+        raise ValueError(f"Unknown metric {name!r}; the offline metrics are {METRIC_NAMES}.")
+    return str(Path(__file__).resolve().parent / name)
+
+
+def load_metric(name: str, **kwargs) -> evaluate.EvaluationModule:
+    """``evaluate.load`` of one of :data:`METRIC_NAMES`, offline."""
+    return evaluate.load(metric_path(name), **kwargs)
+
+
+def classification_compute_metrics() -> Callable[[EvalPrediction], dict]:
+    """``compute_metrics`` for sequence or token classification: accuracy, macro F1 and micro F1.
+
+    Predictions are the argmax of the logits; positions labelled -100 (special tokens, non-first subwords,
+    padding) are left out, so the same hook serves token classification.
+    """
+    accuracy, f1 = load_metric("accuracy"), load_metric("f1")
+
+    def compute_metrics(eval_prediction: EvalPrediction) -> dict:
+        logits = eval_prediction.predictions
+        if isinstance(logits, tuple):  # models that also return hidden states or attentions
+            logits = logits[0]
+        predictions = np.argmax(logits, axis=-1).reshape(-1)
+        references = np.asarray(eval_prediction.label_ids).reshape(-1)
+        scored = references != -100
+        predictions, references = predictions[scored], references[scored]
+        return {
+            **accuracy.compute(predictions=predictions, references=references),
+            "f1_macro": f1.compute(predictions=predictions, references=references, average="macro")["f1"],
+            "f1_micro": f1.compute(predictions=predictions, references=references, average="micro")["f1"],
+        }
+
+    return compute_metrics
+
+
+def token_losses_for_metrics(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``Trainer(preprocess_logits_for_metrics=...)`` for causal LMs: the loss of each next-token label.
+
+    Trainer then gathers a (batch, seq_len - 1) array of floats instead of (batch, seq_len, vocab) logits.
+    """
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    losses = torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100, reduction="none"
+    )
+    return losses.view(labels.shape[0], -1)
+
+
+def lm_compute_metrics(*, num_tokens: int | None = None, num_bytes: int | None = None) -> Callable:
+    """``compute_metrics`` for causal LMs, used with ``preprocess_logits_for_metrics=token_losses_for_metrics``.
+
+    Gives perplexity, and bits per byte when the evaluated split's ``num_tokens`` and ``num_bytes`` are given
+    (from :func:`hf_evolution.data.corpus_stats`): the scored tokens are charged their share of the bytes.
+    """
+    perplexity, bits_per_byte = load_metric("perplexity"), load_metric("bits_per_byte")
+
+    def compute_metrics(eval_prediction: EvalPrediction) -> dict:
+        losses = np.asarray(eval_prediction.predictions)
+        scored = np.asarray(eval_prediction.label_ids)[:, 1:] != -100
+        losses = losses[scored]
+        result = perplexity.compute(losses=losses)
+        if num_tokens and num_bytes:
+            result |= bits_per_byte.compute(losses=losses, num_bytes=len(losses) * num_bytes / num_tokens)
+        return result
+
+    return compute_metrics
+
+
+def lm_metrics(eval_loss: float, num_tokens: int, num_bytes: int) -> dict:
+    """Perplexity and bits per byte from a mean token loss (``Trainer.evaluate()["eval_loss"]``, in nats).
+
+    ``num_tokens`` and ``num_bytes`` describe the evaluated text (:func:`hf_evolution.data.corpus_stats`); the
+    total loss is taken as ``eval_loss * num_tokens``, i.e. tokens that packing dropped or could not score (a
+    block's first token) are assumed to cost the mean.
+    """
+    return {
+        **load_metric("perplexity").compute(losses=[eval_loss]),
+        **load_metric("bits_per_byte").compute(losses=[eval_loss * num_tokens], num_bytes=num_bytes),
+    }
