@@ -254,10 +254,19 @@ def test_remote_code_loads_every_head_where_hf_evolution_is_not_importable(saved
         assert entry["label_count"] == 1 and entry["tag_count"] == n_tokens and entry["feature_len"] == n_tokens
 
 
-def test_readme_quickstart_as_a_newcomer_types_it(tiny_tokenizer):
+def test_readme_quickstart_as_a_newcomer_types_it(tmp_path, monkeypatch, bbc_news):
+    """The README's quickstart, line for line (on a slice of the corpus, to stay fast)."""
+    monkeypatch.chdir(tmp_path)
     from hf_evolution import LSTMConfig
+    from hf_evolution.tokenization import train_tokenizer
 
-    model = AutoModelForCausalLM.from_config(LSTMConfig(vocab_size=len(tiny_tokenizer)))
-    generator = pipeline("text-generation", model=model, tokenizer=tiny_tokenizer)
-    assert generator("the cat", max_new_tokens=3)[0]["generated_text"].startswith("the cat")
+    corpus = bbc_news
+    tokenizer = train_tokenizer(corpus["train"].select(range(200)))
+    model = AutoModelForCausalLM.from_config(LSTMConfig(vocab_size=len(tokenizer)))
+    generator = pipeline("text-generation", model=model, tokenizer=tokenizer)
+    text = generator("The history of language models", max_new_tokens=20)[0]["generated_text"]
+    assert text.startswith("The history of language models") and len(text) > len("The history of language models")
+    model.save_pretrained("my-lstm")
+    tokenizer.save_pretrained("my-lstm")
+    assert type(AutoModelForCausalLM.from_pretrained("my-lstm")).__name__ == "LSTMForCausalLM"
     assert hf_evolution.__version__

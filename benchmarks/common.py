@@ -1,0 +1,71 @@
+"""Shared helpers for the benchmarks: timing, result files and the PASS/FAIL table."""
+
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS_DIR = Path(__file__).parent / "results"
+
+
+def best_time(fn, repeats: int = 5, warmup: int = 1) -> float:
+    """The fastest of `repeats` runs: noise on a shared machine only ever adds time."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def interleaved_times(fns: dict, repeats: int = 5, warmup: int = 1) -> dict[str, float]:
+    """Median time of each function, measured in alternation so that drift in machine speed hits all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def machine() -> dict:
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
+    return {
+        "device": device,
+        "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def check(name: str, value: float, target: float, higher_is_better: bool, unit: str = "x") -> dict:
+    passed = value >= target if higher_is_better else value <= target
+    return {
+        "name": name,
+        "value": round(value, 4),
+        "target": f"{'>=' if higher_is_better else '<='} {target}{unit}",
+        "passed": passed,
+    }
+
+
+def write_results(name: str, payload: dict) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
+    return path
+
+
+def print_checks(title: str, checks: list[dict]) -> None:
+    print(f"\n{title}")
+    for item in checks:
+        status = "PASS" if item["passed"] else "FAIL"
+        print(f"  {status}  {item['name']}: {item['value']} (target {item['target']})")
