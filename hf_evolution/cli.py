@@ -1,0 +1,33 @@
+"""`hf-evolution`: the command line. Each subcommand lives in its own module and registers its arguments here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import probes
+
+    parser = argparse.ArgumentParser(
+        prog="hf-evolution",
+        description="Train and measure RNN, LSTM, GRU, GPT-2 and BERT side by side.",
+    )
+    subcommands = parser.add_subparsers(dest="command", required=True)
+    probes.add_parser(subcommands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except (ValueError, FileExistsError, FileNotFoundError) as error:
+        # Bad input: a one-line message that says what to change, not a traceback.
+        print(f"hf-evolution {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
