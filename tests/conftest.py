@@ -1,4 +1,8 @@
+import json
 import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -6,6 +10,10 @@ import torch
 # Tests never reach the Hugging Face Hub; set before huggingface_hub reads it on import.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tiny models gain nothing from a second thread, and OpenMP's spin-waiting makes the RNN kernels up to 1000x slower
+# when another process holds a core. Subprocesses (example scripts, torchrun) inherit the variable.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 import hf_evolution  # noqa: E402  (registers the Auto classes for every test)
 
@@ -79,3 +87,43 @@ def make_model(model_type: str, head: str = "causal", seed: int = 0, **overrides
     torch.manual_seed(seed)
     index = {"base": 1, "causal": 2, "sequence": 3, "token": 4}[head]
     return hf_evolution.FAMILIES[model_type][index](tiny_config(model_type, **overrides)).eval()
+
+
+REFUSE_HF_EVOLUTION = textwrap.dedent(
+    """
+    import importlib.abc, json, sys
+
+    class RefuseHfEvolution(importlib.abc.MetaPathFinder):
+        # An editable install is found through an import hook, not sys.path: refuse the name itself.
+        def find_spec(self, name, path, target=None):
+            if name.split(".")[0] == "hf_evolution":
+                raise ModuleNotFoundError(f"hf_evolution is not installed here ({name})")
+
+    sys.meta_path.insert(0, RefuseHfEvolution())
+    try:
+        import hf_evolution  # noqa: F401
+        raise SystemExit("the import refusal did not work")
+    except ModuleNotFoundError:
+        pass
+    """
+)
+
+
+def run_without_hf_evolution(body: str, arguments: list, cwd) -> dict:
+    """Run `body` in a fresh Python where hf_evolution cannot be imported; it prints one JSON line, returned here.
+
+    `arguments` arrive JSON-encoded as `ARGS`."""
+    script = REFUSE_HF_EVOLUTION + f"ARGS = json.loads({json.dumps(json.dumps(arguments))})\n" + textwrap.dedent(body)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        stdin=subprocess.DEVNULL,  # a trust_remote_code prompt must fail, not wait
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""},
+        cwd=cwd,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert not report.pop("hf_evolution_loaded"), "hf_evolution was imported after all"
+    return report

