@@ -7,14 +7,14 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import probes
+    from . import compare
 
     parser = argparse.ArgumentParser(
         prog="hf-evolution",
         description="Train and measure RNN, LSTM, GRU, GPT-2 and BERT side by side.",
     )
     subcommands = parser.add_subparsers(dest="command", required=True)
-    probes.add_parser(subcommands)
+    compare.add_parser(subcommands)
     return parser
 
 

@@ -95,11 +95,11 @@ def recurrent_config(family: str, hidden_size: int, size: ModelSize, vocab_size:
 
 def non_embedding_parameters(model: PreTrainedModel) -> int:
     """Parameters outside the token, position and token-type embeddings and the output layer over the vocabulary
-    (tied or not: either way it is the vocabulary's embedding)."""
+    (weights and bias, tied or not: either way it is the vocabulary's embedding)."""
     excluded = {id(module.weight) for module in model.modules() if isinstance(module, torch.nn.Embedding)}
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if output is not None:
-        excluded.add(id(output.weight))
+        excluded.update(id(param) for param in output.parameters())  # its bias is one number per token too
     unique = {id(param): param for param in model.parameters()}
     return sum(param.numel() for key, param in unique.items() if key not in excluded)
 

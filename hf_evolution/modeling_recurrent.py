@@ -17,6 +17,7 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
+from transformers.dynamic_module_utils import custom_object_save
 from transformers.generation import GenerationMixin
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
@@ -192,13 +193,18 @@ class RecurrentPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["RecurrentLayer"]
     _is_stateful = True
-    # Marks the class as custom code, so that `save_pretrained` copies this file and the configuration file.
-    _auto_class = "AutoModel"
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Save weights, config and the code files, with an `auto_map` that covers every head of the family."""
+        """Save weights and config, with an `auto_map` that covers every head of the family, and the code files it
+        names, so that the folder loads with `trust_remote_code=True` where hf_evolution is not installed.
+
+        The files are copied here rather than by marking the classes as remote code (`_auto_class`): that mark
+        makes `generate()` inspect the forward signature at every step."""
         self.config.auto_map = remote_code_auto_map(self.config.model_type)
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            custom_object_save(self, save_directory)
+        return result
 
     def _init_weights(self, module):
         """Recurrent-network initialisation: orthogonal recurrent weights keep the state's norm through time, forget-gate
@@ -358,7 +364,6 @@ class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
     behind a projection if `hidden_size != embedding_size`."""
 
     _tied_weights_keys = {"lm_head.weight": "model.embeddings.weight"}
-    _auto_class = "AutoModelForCausalLM"
 
     def __init__(self, config: RecurrentConfig):
         if config.bidirectional:
@@ -485,8 +490,6 @@ def mask_from_padding(input_ids, attention_mask, pad_token_id):
 class RecurrentForSequenceClassification(RecurrentPreTrainedModel):
     """A recurrent encoder with a classification (or regression) head on a pooled summary of each sequence."""
 
-    _auto_class = "AutoModelForSequenceClassification"
-
     def __init__(self, config: RecurrentConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
@@ -531,8 +534,6 @@ class RecurrentForSequenceClassification(RecurrentPreTrainedModel):
 
 class RecurrentForTokenClassification(RecurrentPreTrainedModel):
     """A recurrent encoder with a label for every token (tagging, NER); bidirectional models see both contexts."""
-
-    _auto_class = "AutoModelForTokenClassification"
 
     def __init__(self, config: RecurrentConfig):
         super().__init__(config)

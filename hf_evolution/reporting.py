@@ -108,8 +108,9 @@ def save_figure(figure, path: str | os.PathLike) -> Path:
     return path
 
 
-def new_figure(width: float = 7.0, height: float = 4.5):
-    return plt.subplots(figsize=(width, height))
+def new_figure(width: float = 7.0, height: float = 4.5, ncols: int = 1):
+    """A figure and its axes (a tuple of `ncols` axes when there are several panels)."""
+    return plt.subplots(1, ncols, figsize=(width, height))
 
 
 def plot_confusion_matrix(matrix, labels: list[str], path: str | os.PathLike, title: str) -> Path:

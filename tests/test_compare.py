@@ -1,0 +1,122 @@
+"""`hf-evolution compare` end to end on the smoke preset: files, finite figures, matched sizes, kill and resume."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hf_evolution.cli import main
+
+FIGURES = {
+    "lm": ["val_loss", "test_loss", "val_perplexity", "test_perplexity", "val_bits_per_byte", "test_bits_per_byte",
+           "generation_tokens_per_second"],
+    "classify": ["val_loss", "test_loss", "val_accuracy", "test_accuracy", "val_f1_macro", "test_f1_macro"],
+}  # fmt: skip
+COMMON = ["params_total", "params_non_embedding", "train_tokens", "train_seconds", "train_tokens_per_second",
+          "peak_memory_mb", "wall_seconds"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    output = tmp_path_factory.mktemp("compare") / "run"
+    assert main(["compare", "--preset", "smoke", "--output", str(output)]) == 0
+    return output
+
+
+def test_smoke_run_writes_every_file_with_finite_figures(smoke_run):
+    for name in ("results.json", "results.csv", "results.md", "tokenizer/tokenizer.json"):
+        assert (smoke_run / name).is_file(), name
+    for task in ("lm", "classify"):
+        for plot in ("validation_loss", "quality_vs_parameters", "throughput"):
+            assert (smoke_run / f"{task}_{plot}.png").stat().st_size > 10_000
+    results = json.loads((smoke_run / "results.json").read_text())
+    assert results["environment"]["versions"]["torch"] and results["settings"]["seed"] == 42
+    assert "tokens/s" in results["units"]["train_tokens_per_second"]
+    models = {task: [row["model"] for row in results["runs"] if row["task"] == task] for task in ("lm", "classify")}
+    assert models == {"lm": ["rnn", "lstm", "gru", "gpt2"], "classify": ["rnn", "lstm", "gru", "gpt2", "bert"]}
+    for row in results["runs"]:
+        for key in COMMON + FIGURES[row["task"]]:
+            assert isinstance(row[key], (int, float)) and math.isfinite(row[key]) and row[key] >= 0, (
+                row["model"],
+                key,
+            )
+        assert row["curve"][0]["tokens"] == 0 and row["curve"][-1]["tokens"] == row["train_tokens"]
+        assert row["train_tokens"] >= 0.9 * results["settings"]["preset"]["lm_tokens"]
+        checkpoint = smoke_run / row["checkpoint"]
+        assert (checkpoint / "model.safetensors").exists() and "## Results" in (checkpoint / "README.md").read_text()
+        assert not list(checkpoint.glob("checkpoint-*"))
+
+
+def test_sizes_are_matched_within_10_percent(smoke_run):
+    results = json.loads((smoke_run / "results.json").read_text())
+    for task in ("lm", "classify"):
+        counts = [row["params_non_embedding"] for row in results["runs"] if row["task"] == task]
+        assert max(counts) / min(counts) < 1.10, counts
+
+
+def test_results_markdown_reads_as_a_table(smoke_run, capsys):
+    text = (smoke_run / "results.md").read_text()
+    assert "## Language modelling" in text and "## Topic classification" in text
+    assert "| lstm | 2 x " in text and "| gpt2 | 2 x 32 |" in text
+    assert "BERT is a bidirectional encoder" in text
+    header = next(line for line in text.splitlines() if line.startswith("| model"))
+    assert "non-emb. params" in header and "test ppl" in header
+
+
+def test_a_killed_run_resumes_without_redoing_finished_models(tmp_path):
+    output = tmp_path / "run"
+    command = [sys.executable, "-m", "hf_evolution.cli", "compare", "--preset", "smoke", "--task", "lm",
+               "--models", "rnn,lstm,gru", "--output", str(output)]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    results_file = output / "results.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        if results_file.exists() and len(json.loads(results_file.read_text())["runs"]) >= 1:
+            break
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    before = json.loads(results_file.read_text())["runs"]
+    assert 1 <= len(before) < 3, "killed midway"
+
+    assert main(["compare", "--resume", "--output", str(output)]) == 0
+    after = json.loads(results_file.read_text())["runs"]
+    assert [row["model"] for row in after] == ["rnn", "lstm", "gru"]
+    assert after[: len(before)] == before, "finished models were kept, not redone"
+    assert (output / "lm_validation_loss.png").exists()
+
+
+def test_bad_arguments_get_one_line_errors(tmp_path, capsys):
+    assert main(["compare", "--models", "lstm,transformer,lstm-2", "--output", str(tmp_path / "a")]) == 2
+    error = capsys.readouterr().err
+    assert "Unknown model(s) transformer, lstm-2; choose from rnn, lstm, gru, gpt2, bert" in error
+    assert main(["compare", "--task", "lm", "--models", "bert", "--output", str(tmp_path / "b")]) == 2
+    assert "no causal perplexity" in capsys.readouterr().err
+    assert main(["compare", "--resume"]) == 2
+    assert "--resume needs --output" in capsys.readouterr().err
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "results.json").write_text("{}")
+    assert main(["compare", "--preset", "smoke", "--output", str(busy)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (busy / "results.json").read_text() == "{}"
+    with pytest.raises(SystemExit):
+        main(["compare", "--preset", "huge"])
+
+
+def test_time_budget_and_pretrained_bert(tmp_path):
+    output = tmp_path / "run"
+    code = main(["compare", "--preset", "smoke", "--task", "classify", "--models", "lstm", "--pretrained-bert",
+                 "minilm", "--budget-tokens", "10000000", "--budget-seconds", "1.5", "--output", str(output)])  # fmt: skip
+    assert code == 0
+    results = json.loads((output / "results.json").read_text())
+    rows = {row["model"]: row for row in results["runs"]}
+    assert set(rows) == {"lstm", "bert-pretrained"}
+    assert rows["lstm"]["train_tokens"] < 10_000_000 and 1.5 <= rows["lstm"]["train_seconds"] < 10
+    assert rows["bert-pretrained"]["params_total"] > 20_000_000
+    assert any("bert-pretrained" in note for note in results["notes"])
