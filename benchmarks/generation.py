@@ -1,80 +1,160 @@
-"""Generation with the carried state: cached vs uncached speed, and state bytes against context length.
+"""Generation with the carried state.
 
-python benchmarks/generation.py [--smoke]
+- `generate()` against a hand-written cached greedy loop over the same weights (batch 1 and 8): at least 0.9x.
+- Per-token time with 2048 tokens of context against 64: at most 1.15x; GPT-2 at equal non-embedding parameters for
+  contrast (its per-token time and KV-cache bytes grow with the context).
+- Cached against uncached generation speed at 64 and 512 new tokens, and the state bytes of a 2-layer LSTM
+  (hidden 650) at 1k and 8k tokens of context.
+
+    python benchmarks/generation.py [--smoke]
 """
 
 import argparse
 
 import torch
-from common import best_time, print_checks, write_results
-from transformers import AutoModelForCausalLM
+from common import best_time, check, print_checks, write_results
+from transformers import AutoModelForCausalLM, DynamicCache
 
 from hf_evolution import LSTMConfig
-from hf_evolution.modeling_recurrent import RecurrentCache
+from hf_evolution.families import SIZES, matched_config
+
+VOCAB = 10_000
 
 
-def state_bytes(cache: RecurrentCache) -> int:
-    return sum(
-        layer.recurrent_states[i].nelement() * layer.recurrent_states[i].element_size()
-        for layer in cache.layers
-        for i in range(layer.number_of_states)
+def cache_bytes(cache) -> int:
+    """Bytes of every tensor a cache holds: recurrent states, or keys and values."""
+    total = 0
+    for layer in cache.layers:
+        tensors = [getattr(layer, "keys", None), getattr(layer, "values", None)]
+        tensors += list(getattr(layer, "recurrent_states", {}).values())
+        total += sum(t.nelement() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+    return total
+
+
+@torch.no_grad()
+def hand_written_greedy(model, prompt, new_tokens: int) -> torch.Tensor:
+    """What one writes without transformers: run the prompt, then feed each argmax back with the carried (h, c)."""
+    layers = [layer.rnn for layer in model.model.layers]
+    states = [None] * len(layers)
+
+    def step(input_ids):
+        hidden = model.model.embeddings(input_ids)
+        for index, rnn in enumerate(layers):
+            hidden, states[index] = rnn(hidden, states[index])
+        if model.output_projection is not None:
+            hidden = model.output_projection(hidden)
+        return model.lm_head(hidden[:, -1])
+
+    logits = step(prompt)
+    tokens = [logits.argmax(-1)]
+    for _ in range(new_tokens - 1):  # as generate(): the last token is never fed back
+        logits = step(tokens[-1][:, None])
+        tokens.append(logits.argmax(-1))
+    return torch.cat([prompt, torch.stack(tokens, dim=1)], dim=1)
+
+
+def greedy(model, prompt, new_tokens, **kwargs):
+    return model.generate(
+        prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0, **kwargs
     )
 
 
-def cached_vs_uncached(model, prompt, new_tokens: int, repeats: int) -> dict:
-    def run(use_cache):
-        return lambda: model.generate(
-            prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, use_cache=use_cache
-        )
-
-    cached = best_time(run(True), repeats=repeats)
-    uncached = best_time(run(False), repeats=max(1, repeats // 2))
-    return {
-        "new_tokens": new_tokens,
-        "cached_tokens_per_s": round(new_tokens / cached, 1),
-        "uncached_tokens_per_s": round(new_tokens / uncached, 1),
-        "speedup": round(uncached / cached, 2),
-    }
+def per_token_seconds(model, prompt, new_tokens, repeats) -> float:
+    """Decoding time per token after the prompt: (time for N tokens - time for 1) / (N - 1)."""
+    with torch.no_grad():
+        whole = best_time(lambda: greedy(model, prompt, new_tokens), repeats=repeats)
+        prefill = best_time(lambda: greedy(model, prompt, 1), repeats=repeats)
+    return (whole - prefill) / (new_tokens - 1)
 
 
 def main(smoke: bool = False) -> dict:
     torch.manual_seed(0)
-    hidden, vocab = (64, 1000) if smoke else (650, 10000)
-    config = LSTMConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=2)
-    model = AutoModelForCausalLM.from_config(config).eval()
-    prompt = torch.randint(0, vocab, (1, 16))
-    lengths = (8, 32) if smoke else (64, 512)
-    speed = [cached_vs_uncached(model, prompt, n, repeats=2 if smoke else 3) for n in lengths]
+    repeats = 2 if smoke else 5
+    size = SIZES["tiny"] if smoke else SIZES["medium"]
+    size = type(size)(**{**size.__dict__, "max_positions": 4096})
+    lstm = AutoModelForCausalLM.from_config(matched_config("lstm", size, VOCAB)).eval()
+    gpt2 = AutoModelForCausalLM.from_config(matched_config("gpt2", size, VOCAB)).eval()
+    new_tokens = 16 if smoke else 64
+    checks, payload = [], {}
 
-    contexts = (128, 512) if smoke else (1024, 8192)
-    with torch.no_grad():
-        sizes = {n: state_bytes(model(torch.randint(0, vocab, (1, n))).cache) for n in contexts}
+    # 1. generate() against the hand-written loop.
+    loop_rows = []
+    for batch in (1, 8):
+        prompt = torch.randint(0, VOCAB, (batch, 16))
+        assert torch.equal(greedy(lstm, prompt, new_tokens), hand_written_greedy(lstm, prompt, new_tokens))
+        with torch.no_grad():
+            ours = best_time(lambda: greedy(lstm, prompt, new_tokens), repeats=repeats)
+            hand = best_time(lambda: hand_written_greedy(lstm, prompt, new_tokens), repeats=repeats)
+        ratio = hand / ours  # tokens/s of generate() over tokens/s of the loop
+        loop_rows.append({"batch": batch, "generate_tokens_per_s": round(batch * new_tokens / ours, 1),
+                          "hand_loop_tokens_per_s": round(batch * new_tokens / hand, 1), "ratio": round(ratio, 3)})  # fmt: skip
+        checks.append(check(f"generate() / hand-written loop tokens/s, batch {batch}", ratio, 0.9, True))
+    payload["generate_vs_hand_loop"] = loop_rows
+
+    # 2. Per-token time against context length, with GPT-2 for contrast.
+    short, long = (16, 256) if smoke else (64, 2048)
+    context_rows = []
+    for name, model in (("lstm", lstm), ("gpt2", gpt2)):
+        times, sizes = {}, {}
+        for context in (short, long):
+            prompt = torch.randint(0, VOCAB, (1, context))
+            times[context] = per_token_seconds(model, prompt, new_tokens, repeats)
+            with torch.no_grad():
+                cache = DynamicCache(config=model.config) if name == "gpt2" else None
+                sizes[context] = cache_bytes(model(prompt, cache=cache, use_cache=True).cache)
+        context_rows.append({
+            "model": name,
+            "shape": f"{model.config.num_hidden_layers} x {getattr(model.config, 'hidden_size', None)}",
+            f"per_token_ms_{short}": round(times[short] * 1000, 3),
+            f"per_token_ms_{long}": round(times[long] * 1000, 3),
+            "time_ratio": round(times[long] / times[short], 3),
+            f"cache_bytes_{short}": sizes[short],
+            f"cache_bytes_{long}": sizes[long],
+        })  # fmt: skip
+    checks.append(check(f"LSTM per-token time, {long} / {short} tokens of context", context_rows[0]["time_ratio"],
+                        1.15, False))  # fmt: skip
+    payload["context"] = context_rows
+
+    # 3. Cached against uncached speed, and the state size of a Zaremba-medium LSTM.
+    hidden = 64 if smoke else 650
+    zaremba = AutoModelForCausalLM.from_config(LSTMConfig(vocab_size=VOCAB, hidden_size=hidden)).eval()
+    prompt = torch.randint(0, VOCAB, (1, 16))
+    speed_rows = []
+    for count in (8, 32) if smoke else (64, 512):
+        with torch.no_grad():
+            cached = best_time(lambda: greedy(zaremba, prompt, count), repeats=max(1, repeats // 2))
+            uncached = best_time(lambda: greedy(zaremba, prompt, count, use_cache=False), repeats=1)
+        speed_rows.append({"new_tokens": count, "cached_tokens_per_s": round(count / cached, 1),
+                           "uncached_tokens_per_s": round(count / uncached, 1), "speedup": round(uncached / cached, 2)})  # fmt: skip
+    state_sizes = {}
+    for context in (128, 512) if smoke else (1024, 8192):
+        with torch.no_grad():
+            state_sizes[context] = cache_bytes(zaremba(torch.randint(0, VOCAB, (1, context))).cache)
     expected = 2 * 2 * hidden * 4  # layers x (h, c) x hidden x float32
-    print(f"2-layer LSTM, hidden {hidden}, vocab {vocab}, greedy, batch 1, prompt 16 tokens")
-    for row in speed:
-        print(
-            f"  {row['new_tokens']:4d} new tokens: cached {row['cached_tokens_per_s']} tok/s, "
-            f"uncached {row['uncached_tokens_per_s']} tok/s, speedup {row['speedup']}x"
-        )
-    for n, size in sizes.items():
-        print(f"  state after {n} tokens of context: {size} bytes")
-    checks = [
-        {
-            "name": "state bytes constant in context length",
-            "value": len(set(sizes.values())),
-            "target": f"one size ({expected} B)",
-            "passed": set(sizes.values()) == {expected},
-        }
-    ]
-    print_checks("Generation (carried state)", checks)
-    payload = {
-        "model": {"family": "lstm", "hidden_size": hidden, "layers": 2, "vocab": vocab},
-        "cached_vs_uncached": speed,
-        "state_bytes": {str(n): size for n, size in sizes.items()},
-        "checks": checks,
-    }
-    write_results("generation_smoke" if smoke else "generation", payload)
-    return payload
+    checks.append({"name": "LSTM state bytes constant in context length", "value": sorted(set(state_sizes.values())),
+                   "target": f"[{expected}]", "passed": set(state_sizes.values()) == {expected}})  # fmt: skip
+    payload["cached_vs_uncached"] = speed_rows
+    payload["state_bytes"] = {str(k): v for k, v in state_sizes.items()}
+
+    print(f"generate() vs a hand-written cached loop (LSTM {lstm.config.num_hidden_layers} x "
+          f"{lstm.config.hidden_size}, vocab {VOCAB}, {new_tokens} new tokens, best of {repeats})")  # fmt: skip
+    for row in loop_rows:
+        print(f"  batch {row['batch']}: generate {row['generate_tokens_per_s']} tok/s, loop "
+              f"{row['hand_loop_tokens_per_s']} tok/s, ratio {row['ratio']}")  # fmt: skip
+    print(f"Per-token decoding time and cache size at {short} and {long} tokens of context (equal non-embedding "
+          "parameters)")  # fmt: skip
+    for row in context_rows:
+        print(f"  {row['model']:5s} {row[f'per_token_ms_{short}']:.2f} ms -> {row[f'per_token_ms_{long}']:.2f} ms "
+              f"(x{row['time_ratio']}), cache {row[f'cache_bytes_{short}']:,} B -> {row[f'cache_bytes_{long}']:,} B")  # fmt: skip
+    print(f"Cached vs uncached (2-layer LSTM, hidden {hidden})")
+    for row in speed_rows:
+        print(f"  {row['new_tokens']} new tokens: cached {row['cached_tokens_per_s']} tok/s, uncached "
+              f"{row['uncached_tokens_per_s']} tok/s ({row['speedup']}x)")  # fmt: skip
+    for context, size in state_sizes.items():
+        print(f"  state after {context} tokens of context: {size:,} bytes")
+    print_checks("Generation", checks)
+    write_results("generation_smoke" if smoke else "generation", {**payload, "checks": checks})
+    return {**payload, "checks": checks}
 
 
 if __name__ == "__main__":

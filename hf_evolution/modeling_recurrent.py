@@ -153,7 +153,7 @@ class RecurrentLayer(GradientCheckpointingLayer):
             def rnn(*args):
                 return functional_call(self.rnn, dropped, args)
 
-        if attention_mask is None or bool(attention_mask.all()):
+        if attention_mask is None:
             return rnn(inputs, hx)
 
         is_real = attention_mask.bool()
@@ -274,9 +274,9 @@ class RecurrentModel(RecurrentPreTrainedModel):
                 f"Empty input: `input_ids` has shape {tuple(input_ids.shape)}; give at least one token per sequence."
             )
         vocab_size = self.embeddings.num_embeddings
-        out_of_range = (input_ids < 0) | (input_ids >= vocab_size)
-        if bool(out_of_range.any()):
-            bad_id = int(input_ids[out_of_range][0])
+        smallest, largest = (int(value) for value in torch.aminmax(input_ids))
+        if smallest < 0 or largest >= vocab_size:
+            bad_id = smallest if smallest < 0 else largest
             raise ValueError(
                 f"Token id {bad_id} is outside the vocabulary [0, {vocab_size}). Use the tokenizer the model was "
                 "trained with, or call `model.resize_token_embeddings(len(tokenizer))` after adding tokens."
@@ -325,6 +325,8 @@ class RecurrentModel(RecurrentPreTrainedModel):
         if use_cache and cache is None:
             cache = RecurrentCache(self.config)
         attention_mask = self.align_attention_mask(attention_mask, inputs_embeds.shape[:2], cache)
+        if attention_mask is not None and bool(attention_mask.all()):
+            attention_mask = None  # no padding: every layer takes the plain kernel, checked once here
 
         hidden_states = inputs_embeds
         all_hidden_states = (hidden_states,) if output_hidden_states else None

@@ -1,0 +1,84 @@
+"""Wrapper overhead: a training step (forward + backward) of our causal LMs against the same network written directly
+with nn.Embedding + nn.LSTM/GRU/RNN + nn.Linear, at the same sizes. Target: at most 1.05x.
+
+    python benchmarks/wrapper_overhead.py [--smoke]
+"""
+
+import argparse
+
+import torch
+from common import check, interleaved_times, print_checks, write_results
+from torch import nn
+
+from hf_evolution import FAMILIES
+
+TARGET = 1.05
+
+
+class PlainLanguageModel(nn.Module):
+    """The network as PyTorch's word_language_model example writes it (no dropout, untied, multi-layer kernel)."""
+
+    def __init__(self, family: str, vocab_size: int, hidden_size: int, num_layers: int):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, hidden_size)
+        recurrent = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[family]
+        self.rnn = recurrent(hidden_size, hidden_size, num_layers, batch_first=True)
+        self.decoder = nn.Linear(hidden_size, vocab_size)
+
+    def forward(self, input_ids):
+        hidden, _ = self.rnn(self.embedding(input_ids))
+        logits = self.decoder(hidden)
+        return nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), input_ids[:, 1:].flatten())
+
+
+def ours(family: str, vocab_size: int, hidden_size: int, num_layers: int):
+    config = FAMILIES[family][0](
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        input_dropout=0.0,
+        hidden_dropout=0.0,
+        tie_word_embeddings=False,
+    )
+    return FAMILIES[family][2](config)
+
+
+def main(smoke: bool = False) -> dict:
+    torch.manual_seed(0)
+    batch, length, hidden, layers, vocab = (4, 32, 64, 2, 1000) if smoke else (32, 128, 512, 2, 10000)
+    repeats = 3 if smoke else 7
+    input_ids = torch.randint(0, vocab, (batch, length))
+    rows, checks = [], []
+    for family in ("lstm", "gru", "rnn"):
+        plain = PlainLanguageModel(family, vocab, hidden, layers).train()
+        wrapped = ours(family, vocab, hidden, layers).train()
+
+        def step_plain():
+            plain.zero_grad(set_to_none=True)
+            plain(input_ids).backward()
+
+        def step_ours():
+            wrapped.zero_grad(set_to_none=True)
+            wrapped(input_ids, labels=input_ids).loss.backward()
+
+        times = interleaved_times({"plain": step_plain, "ours": step_ours}, repeats=repeats)
+        ratio = times["ours"] / times["plain"]
+        rows.append({"family": family, "plain_s": round(times["plain"], 4), "ours_s": round(times["ours"], 4),
+                     "ratio": round(ratio, 3)})  # fmt: skip
+        checks.append(check(f"{family} training step, ours / plain PyTorch", ratio, TARGET, higher_is_better=False))
+    print(f"Training step (forward + backward), batch {batch} x {length} tokens, hidden {hidden}, {layers} layers, "
+          f"vocab {vocab}, median of {repeats} interleaved runs")  # fmt: skip
+    for row in rows:
+        print(f"  {row['family']:5s} plain {row['plain_s'] * 1000:8.1f} ms   ours {row['ours_s'] * 1000:8.1f} ms   "
+              f"ratio {row['ratio']:.3f}")  # fmt: skip
+    print_checks("Wrapper overhead", checks)
+    payload = {"sizes": {"batch": batch, "length": length, "hidden": hidden, "layers": layers, "vocab": vocab},
+               "rows": rows, "checks": checks}  # fmt: skip
+    write_results("wrapper_overhead_smoke" if smoke else "wrapper_overhead", payload)
+    return payload
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds")
+    main(parser.parse_args().smoke)
