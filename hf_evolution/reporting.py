@@ -108,5 +108,6 @@ def save_figure(figure, path: str | os.PathLike) -> Path:
     return path
 
 
-def new_figure(width: float = 7.0, height: float = 4.5):
-    return plt.subplots(figsize=(width, height))
+def new_figure(width: float = 7.0, height: float = 4.5, **subplots):
+    """A figure and its axes; `subplots` go to `plt.subplots` (e.g. `ncols=2, squeeze=False` for several panels)."""
+    return plt.subplots(figsize=(width, height), **subplots)
