@@ -278,6 +278,13 @@ def line_styles(models: dict) -> dict[str, dict]:
     return styles
 
 
+def log2_axis(axis, points: list[int]) -> None:
+    """A base-2 logarithmic x axis labelled at `points`: doublings read better than powers of ten here."""
+    axis.set_xscale("log", base=2)
+    axis.set_xticks(points, labels=[str(point) for point in points])
+    axis.minorticks_off()
+
+
 # Run folders and results.
 
 
@@ -715,8 +722,8 @@ def plot_memory(run_dir: Path, results: dict) -> list[str]:
                 distances = [int(d) for d in accuracy]
                 axis.plot(distances, list(accuracy.values()), marker="o", **styles[name])
         axis.axhline(task["chance"], color="grey", linestyle="--", linewidth=1, label="chance")
-        axis.set(title=task_name, xlabel="distance (tokens)", xscale="log", ylim=(0, 1.02))
-        axis.xaxis.set_major_formatter("{x:g}")
+        axis.set(title=task_name, xlabel="distance (tokens)", ylim=(0, 1.02))
+        log2_axis(axis, split_ints(results["settings"]["distances"], "--distances"))
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize="x-small")
     axes[0][0].set_ylabel("accuracy")
@@ -892,8 +899,8 @@ def plot_speed(run_dir: Path, results: dict) -> list[str]:
                 points = {int(p): v[metric] for p, v in entry.get(key, {}).items() if v is not None}
                 if points:
                     axis.plot(list(points), list(points.values()), marker="o", **styles[name])
-            axis.set(xlabel=xlabel, ylabel=ylabel, xscale="log", yscale="log")
-            axis.xaxis.set_major_formatter("{x:g}")
+            axis.set(xlabel=xlabel, ylabel=ylabel, yscale="log")
+            log2_axis(axis, split_ints(results["settings"][key if key == "lengths" else "contexts"], key))
             axis.grid(True, which="both", alpha=0.3)
             if axis.has_data():  # BERT alone has nothing to show in the generation panels
                 axis.legend(fontsize="small")
@@ -1000,8 +1007,9 @@ def plot_context(run_dir: Path, results: dict) -> list[str]:
     for name, entry in models.items():
         centres = [math.sqrt(b["context_from"] * b["context_to"]) for b in entry["buckets"]]
         axis.plot(centres, [b["loss"] for b in entry["buckets"]], marker="o", **styles[name])
-    axis.set(xlabel="tokens of context before the predicted token", ylabel="loss (nats per token)", xscale="log")
-    axis.xaxis.set_major_formatter("{x:g}")
+    axis.set(xlabel="tokens of context before the predicted token", ylabel="loss (nats per token)")
+    longest = max(entry["block_size"] for entry in models.values())
+    log2_axis(axis, [2**power for power in range(longest.bit_length())])
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(fontsize="small")
     return [save_figure(figure, run_dir / "context.png").name]

@@ -8,9 +8,10 @@ import pytest
 import torch
 from conftest import SENTENCES, make_model
 
+from hf_evolution import probes
 from hf_evolution.cli import main
 from hf_evolution.families import build_model
-from hf_evolution.probes import SYNTHETIC_TASKS, adding_batch, copy_batch, mqar_batch
+from hf_evolution.probes import SYNTHETIC_TASKS, adding_batch, copy_batch, mqar_batch, time_generation
 
 RECURRENT = ("rnn", "lstm", "gru")
 
@@ -71,12 +72,13 @@ def test_copy_at_distance_1_is_learned_by_every_family_in_the_smoke_budget(tmp_p
     assert results["settings"]["steps"] == 300 and results["environment"]["versions"]["torch"]
 
 
-def test_memory_runs_every_task_and_records_each_distance(tmp_path):
+def test_memory_runs_every_task_and_records_each_distance(tmp_path, lm_folders):
     out = tmp_path / "run"
     args = ["probe", "memory", "--models", "gru,bert", "--distances", "2,3", "--steps", "2", "--eval-size", "8"]
-    assert main([*args, "--output", str(out)]) == 0
+    assert main([*args, "--model", str(lm_folders["gpt2"]), "--output", str(out)]) == 0
     results = read_results(out)
-    assert set(results["tasks"]) == set(SYNTHETIC_TASKS)
+    assert set(results["tasks"]) == set(SYNTHETIC_TASKS) and list(results["models"]) == ["gru", "bert", "gpt2"]
+    assert results["models"]["gpt2"]["tasks"]["mqar"]["config"]["vocab_size"] == 33, "the folder's architecture"
     for entry in results["models"].values():
         for task in entry["tasks"].values():
             assert set(task["accuracy"]) == {"2", "3"}
@@ -196,6 +198,23 @@ def test_context_needs_models_a_tokenizer_and_a_language_model_head(tmp_path, ca
     tiny_tokenizer.save_pretrained(classifier)
     assert main(["probe", "context", "--model", str(classifier), "--output", str(tmp_path / "c")]) == 2
     assert "GRUForSequenceClassification, which has no language-model head" in capsys.readouterr().err
+
+
+def test_an_interrupted_run_keeps_the_models_that_finished(tmp_path, monkeypatch):
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return time_generation(*args, **kwargs)
+
+    monkeypatch.setattr(probes, "time_generation", interrupted)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        main(["probe", "speed", "--preset", "smoke", "--models", "rnn,gpt2", "--output", str(out)])
+    assert list(read_results(out)["models"]) == ["rnn"]
+    assert (out / "speed-generation.png").exists()
 
 
 def test_an_existing_run_is_kept_unless_overwrite(tmp_path, capsys):
