@@ -476,7 +476,7 @@ def plot_gradients(run_dir: Path, results: dict) -> list[str]:
     models = results["models"]
     phases = [phase for phase in ("before_training", "after_training") if any(phase in e for e in models.values())]
     styles = line_styles(models)
-    figure, axes = new_figure(6.0 * len(phases), 4.5, ncols=len(phases), squeeze=False, sharey=True)
+    figure, axes = new_figure(5.5 * len(phases), 4.2, ncols=len(phases), squeeze=False, sharey=True)
     for axis, phase in zip(axes[0], phases, strict=True):
         for name, entry in models.items():
             if phase in entry:
@@ -492,7 +492,7 @@ def plot_gradients(run_dir: Path, results: dict) -> list[str]:
 
     logged = {name: entry for name, entry in models.items() if entry.get("training_log")}
     if logged:
-        figure, axes = new_figure(4.0 * len(logged), 3.8, ncols=len(logged), squeeze=False, sharey=True)
+        figure, axes = new_figure(3.2 * len(logged), 3.4, ncols=len(logged), squeeze=False, sharey=True)
         for axis, (name, entry) in zip(axes[0], logged.items(), strict=True):
             log = entry["training_log"]
             for group in log[0]["grad_norm"]:
@@ -714,7 +714,7 @@ def memory_table(results: dict, distances: list[int]) -> str:
 def plot_memory(run_dir: Path, results: dict) -> list[str]:
     models, tasks = results["models"], results["tasks"]
     styles = line_styles(models)
-    figure, axes = new_figure(4.5 * len(tasks), 4.0, ncols=len(tasks), squeeze=False, sharey=True)
+    figure, axes = new_figure(4.2 * len(tasks), 3.8, ncols=len(tasks), squeeze=False, sharey=True)
     for axis, (task_name, task) in zip(axes[0], tasks.items(), strict=True):
         for name, entry in models.items():
             accuracy = entry["tasks"].get(task_name, {}).get("accuracy", {})
@@ -809,7 +809,7 @@ def time_generation(model, contexts: list[int], args, device: torch.device, desc
         prompt = torch.randint(model.config.vocab_size, (1, context), generator=generator).to(device)
         seconds = []
         for _ in range(args.repeats + 1):  # the first round warms up
-            output = model(input_ids=prompt, use_cache=True)
+            output = model(input_ids=prompt, use_cache=True, logits_to_keep=1)  # as generate() reads the prompt
             cache, next_ids = output.cache, output.logits[:, -1:].argmax(dim=-1)
             prompt_cache_bytes = cache_bytes(cache)
             sync(device)
@@ -883,23 +883,25 @@ def plot_speed(run_dir: Path, results: dict) -> list[str]:
     styles = line_styles(models)
     panels = {
         "speed-time.png": (
-            ("lengths", "train_step_ms", "training step (ms)", "sequence length (tokens)"),
-            ("lengths", "forward_ms", "forward pass (ms)", "sequence length (tokens)"),
+            ("lengths", "train_step_ms", "training step (ms)", "sequence length (tokens)", "log"),
+            ("lengths", "forward_ms", "forward pass (ms)", "sequence length (tokens)", "log"),
         ),
-        "speed-generation.png": (
-            ("generation", "ms_per_token", "generation (ms per token)", "context (tokens)"),
-            ("generation", "cache_bytes", "cache (bytes)", "context (tokens)"),
+        "speed-generation.png": (  # per-token times vary by a few times at most: a linear axis shows them better
+            ("generation", "ms_per_token", "generation (ms per token)", "context (tokens)", "linear"),
+            ("generation", "cache_bytes", "cache (bytes)", "context (tokens)", "log"),
         ),
     }
     files = []
     for filename, metrics in panels.items():
-        figure, axes = new_figure(11.0, 4.2, ncols=2, squeeze=False)
-        for axis, (key, metric, ylabel, xlabel) in zip(axes[0], metrics, strict=True):
+        figure, axes = new_figure(10.0, 4.0, ncols=2, squeeze=False)
+        for axis, (key, metric, ylabel, xlabel, yscale) in zip(axes[0], metrics, strict=True):
             for name, entry in models.items():
                 points = {int(p): v[metric] for p, v in entry.get(key, {}).items() if v is not None}
                 if points:
                     axis.plot(list(points), list(points.values()), marker="o", **styles[name])
-            axis.set(xlabel=xlabel, ylabel=ylabel, yscale="log")
+            axis.set(xlabel=xlabel, ylabel=ylabel, yscale=yscale)
+            if yscale == "linear":
+                axis.set_ylim(bottom=0)
             log2_axis(axis, split_ints(results["settings"][key if key == "lengths" else "contexts"], key))
             axis.grid(True, which="both", alpha=0.3)
             if axis.has_data():  # BERT alone has nothing to show in the generation panels
@@ -1003,7 +1005,7 @@ def run_context(args) -> int:
 def plot_context(run_dir: Path, results: dict) -> list[str]:
     models = results["models"]
     styles = line_styles(models)
-    figure, axis = new_figure(7.0, 4.5)
+    figure, axis = new_figure(6.5, 4.2)
     for name, entry in models.items():
         centres = [math.sqrt(b["context_from"] * b["context_to"]) for b in entry["buckets"]]
         axis.plot(centres, [b["loss"] for b in entry["buckets"]], marker="o", **styles[name])
