@@ -227,12 +227,20 @@ def require_tokenizers(specs: list[ModelSpec]) -> None:
             )
 
 
-def load_language_model(spec: ModelSpec, fresh_tokenizer, seed: int) -> tuple[PreTrainedModel, object]:
-    """A causal LM and its tokenizer: fresh weights with the shared tokenizer, or a folder's model and tokenizer."""
+def fresh_position_fields(family: str, size: str, length: int) -> dict:
+    """Config fields that give a fresh transformer learned positions for `length` tokens (tiny has only 256)."""
+    positions = max(SIZES[size].max_positions, length)
+    return {"gpt2": {"n_positions": positions}, "bert": {"max_position_embeddings": positions}}.get(family, {})
+
+
+def load_language_model(spec: ModelSpec, fresh_tokenizer, seed: int, length: int) -> tuple[PreTrainedModel, object]:
+    """A causal LM and its tokenizer: fresh weights (positions for `length` tokens) with the shared tokenizer, or a
+    folder's model and tokenizer."""
     from .tokenization import load_tokenizer
 
     if spec.path is None:
-        return build_model(spec.family, "lm", spec.size, fresh_tokenizer, seed=seed), fresh_tokenizer
+        fields = fresh_position_fields(spec.family, spec.size, length)
+        return build_model(spec.family, "lm", spec.size, fresh_tokenizer, seed=seed, **fields), fresh_tokenizer
     tokenizer = load_tokenizer(spec.path)
     model = prepare_model(AutoModelForCausalLM.from_pretrained(spec.path))
     if len(tokenizer) > model.config.vocab_size:
@@ -441,7 +449,7 @@ def run_gradients(args) -> int:
     corpus = load_text_corpus(args.dataset)
     tokenizer = shared_tokenizer(args, specs, corpus)
     for spec in specs:
-        model, model_tokenizer = load_language_model(spec, tokenizer, args.seed)
+        model, model_tokenizer = load_language_model(spec, tokenizer, args.seed, args.length)
         model.to(device)
         limit = position_limit(model.config)
         if limit is not None and limit < args.length:
@@ -750,7 +758,7 @@ def speed_model(spec: ModelSpec, args, longest: int) -> PreTrainedModel:
     tokens; BERT as a token classifier over the vocabulary (an output layer as large as an LM head)."""
     if spec.path is not None:
         return prepare_model(AutoModelForCausalLM.from_pretrained(spec.path))
-    fields = {"gpt2": {"n_positions": longest}, "bert": {"max_position_embeddings": longest}}.get(spec.family, {})
+    fields = fresh_position_fields(spec.family, spec.size, longest)
     task = "lm"
     if causal_lm_problem(spec.config()) is not None:
         task, fields["num_labels"] = "tokens", args.vocab_size
@@ -969,7 +977,7 @@ def run_context(args) -> int:
     corpus = load_text_corpus(args.dataset)
     tokenizer = shared_tokenizer(args, specs, corpus)
     for spec in specs:
-        model, model_tokenizer = load_language_model(spec, tokenizer, args.seed)
+        model, model_tokenizer = load_language_model(spec, tokenizer, args.seed, args.block_size)
         model.to(device)
         block_size = args.block_size
         limit = position_limit(model.config)
