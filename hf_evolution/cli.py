@@ -7,7 +7,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import compare
+    from . import compare, probes
 
     parser = argparse.ArgumentParser(
         prog="hf-evolution",
@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subcommands = parser.add_subparsers(dest="command", required=True)
     compare.add_parser(subcommands)
+    probes.add_parser(subcommands)
     return parser
 
 

@@ -145,10 +145,18 @@ def build_model(
     family: str, task: str, size: ModelSize | str, tokenizer, *, seed: int = 0, **fields
 ) -> PreTrainedModel:
     """A freshly initialised model of `family` for `task` at a matched size, with the tokenizer's special ids."""
+    fields = {**special_token_ids(tokenizer), **fields}
+    return build_model_for_vocab(family, task, size, len(tokenizer), seed=seed, **fields)
+
+
+def build_model_for_vocab(
+    family: str, task: str, size: ModelSize | str, vocab_size: int, *, seed: int = 0, **fields
+) -> PreTrainedModel:
+    """`build_model` without a tokenizer, for synthetic tasks and timings that only need a vocabulary size."""
     check_family(family, CAUSAL_FAMILIES if task == "lm" else MODEL_FAMILIES)
     if task not in TASKS:
         raise ValueError(f"Unknown task {task!r}; choose one of {', '.join(TASKS)}.")
-    config = matched_config(family, size, len(tokenizer), task, **{**special_token_ids(tokenizer), **fields})
+    config = matched_config(family, size, vocab_size, task, **fields)
     torch.manual_seed(seed)
     return prepare_model(TASKS[task].from_config(config))
 

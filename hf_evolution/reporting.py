@@ -108,9 +108,9 @@ def save_figure(figure, path: str | os.PathLike) -> Path:
     return path
 
 
-def new_figure(width: float = 7.0, height: float = 4.5, ncols: int = 1):
-    """A figure and its axes (a tuple of `ncols` axes when there are several panels)."""
-    return plt.subplots(1, ncols, figsize=(width, height))
+def new_figure(width: float = 7.0, height: float = 4.5, **subplots):
+    """A figure and its axes; `subplots` go to `plt.subplots` (e.g. `ncols=2, squeeze=False` for several panels)."""
+    return plt.subplots(figsize=(width, height), **subplots)
 
 
 def plot_confusion_matrix(matrix, labels: list[str], path: str | os.PathLike, title: str) -> Path:

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -285,6 +286,12 @@ def test_push_to_hub_without_a_token_fails_before_training(tmp_path, small_token
 # --- several processes -------------------------------------------------------------------------------------------
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
 def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, small_tokenizer, launcher):
     args = [
@@ -295,10 +302,11 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, small_toke
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     single, multi = tmp_path / "single", tmp_path / "multi"
     run_clm.main([*args, "--output_dir", str(single), "--per_device_train_batch_size", "4"])
+    port = str(free_port())  # not the default 29500, which an earlier run may still hold
     launch = {
-        "torchrun": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"],
+        "torchrun": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port],
         "accelerate": ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                       "--mixed_precision", "no", "--dynamo_backend", "no"],
+                       "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port],
     }[launcher]  # fmt: skip
     result = subprocess.run(
         [*launch, str(EXAMPLES / "run_clm.py"), *args, "--output_dir", str(multi), "--per_device_train_batch_size", "2"],

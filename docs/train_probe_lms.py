@@ -1,0 +1,79 @@
+"""Train the small language models that the `hf-evolution probe context` figure in docs/probes.md reads.
+
+Each family (parameter-matched at --size) is trained for the same number of steps on the same blocks of the embedded
+BBC News corpus with a shared byte-level BPE tokenizer, then saved with its tokenizer, so that any probe takes the
+folder as `--model`. A plain loop rather than Trainer, to stay a few lines long.
+
+python docs/train_probe_lms.py --output runs/probe-lms [--steps 600] [--size small]
+"""
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from hf_evolution.data import load_corpus, pack_for_lm
+from hf_evolution.families import build_model
+from hf_evolution.tokenization import train_tokenizer
+
+
+def blocks(dataset, tokenizer, block_size):
+    return pack_for_lm(dataset, tokenizer, block_size).with_format("torch")[:]["input_ids"]
+
+
+@torch.no_grad()
+def validation_loss(model, data, batch_size):
+    model.eval()
+    losses = [model(input_ids=batch, labels=batch).loss.item() for batch in data.split(batch_size)]
+    return sum(losses) / len(losses)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--families", default="rnn,lstm,gru,gpt2")
+    parser.add_argument("--size", default="small")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--block-size", type=int, default=512)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    corpus = load_corpus("bbc-news")
+    tokenizer = train_tokenizer(corpus["train"], "bpe")
+    train, validation = (
+        blocks(corpus["train"], tokenizer, args.block_size),
+        blocks(corpus["validation"], tokenizer, args.block_size),
+    )
+    warmup = max(args.steps // 10, 1)
+
+    def learning_rate_factor(step):  # linear warm-up, then cosine decay to zero
+        return min((step + 1) / warmup, 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+
+    for family in args.families.split(","):
+        model = build_model(family, "lm", args.size, tokenizer, seed=args.seed)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor)
+        generator = torch.Generator().manual_seed(args.seed)  # every family reads the same blocks in the same order
+        start = time.perf_counter()
+        model.train()
+        for _ in tqdm(range(args.steps), desc=family):
+            batch = train[torch.randint(len(train), (args.batch_size,), generator=generator)]
+            model(input_ids=batch, labels=batch).loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+        minutes = (time.perf_counter() - start) / 60
+        loss = validation_loss(model, validation, args.batch_size)
+        print(f"{family}: {minutes:.1f} min, validation loss {loss:.3f} (perplexity {math.exp(loss):.1f})")
+        model.save_pretrained(args.output / family)
+        tokenizer.save_pretrained(args.output / family)
+
+
+if __name__ == "__main__":
+    main()
