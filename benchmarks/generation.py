@@ -53,6 +53,18 @@ def hand_written_greedy(model, prompt, new_tokens: int) -> torch.Tensor:
     return torch.cat([prompt, torch.stack(tokens, dim=1)], dim=1)
 
 
+@torch.no_grad()
+def forward_per_token(model, prompt, new_tokens) -> torch.Tensor:
+    """Our forward with the cache, called once per token without generate(): separates the model's own overhead
+    from generate()'s per-step work (logits processing, stopping criteria, input bookkeeping)."""
+    output = model(prompt, use_cache=True, logits_to_keep=1)
+    tokens = [output.logits[:, -1].argmax(-1)]
+    for _ in range(new_tokens - 1):
+        output = model(tokens[-1][:, None], cache=output.cache, use_cache=True, logits_to_keep=1)
+        tokens.append(output.logits[:, -1].argmax(-1))
+    return torch.cat([prompt, torch.stack(tokens, dim=1)], dim=1)
+
+
 def greedy(model, prompt, new_tokens, **kwargs):
     return model.generate(
         prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0, **kwargs
@@ -81,13 +93,23 @@ def main(smoke: bool = False) -> dict:
     loop_rows = []
     for batch in (1, 8):
         prompt = torch.randint(0, VOCAB, (batch, 16))
-        assert torch.equal(greedy(lstm, prompt, new_tokens), hand_written_greedy(lstm, prompt, new_tokens))
+        expected = hand_written_greedy(lstm, prompt, new_tokens)
+        assert torch.equal(greedy(lstm, prompt, new_tokens), expected)
+        assert torch.equal(forward_per_token(lstm, prompt, new_tokens), expected)
         with torch.no_grad():
             ours = best_time(lambda: greedy(lstm, prompt, new_tokens), repeats=repeats)
             hand = best_time(lambda: hand_written_greedy(lstm, prompt, new_tokens), repeats=repeats)
+            forward = best_time(lambda: forward_per_token(lstm, prompt, new_tokens), repeats=repeats)
         ratio = hand / ours  # tokens/s of generate() over tokens/s of the loop
-        loop_rows.append({"batch": batch, "generate_tokens_per_s": round(batch * new_tokens / ours, 1),
-                          "hand_loop_tokens_per_s": round(batch * new_tokens / hand, 1), "ratio": round(ratio, 3)})  # fmt: skip
+        loop_rows.append({
+            "batch": batch,
+            "generate_tokens_per_s": round(batch * new_tokens / ours, 1),
+            "hand_loop_tokens_per_s": round(batch * new_tokens / hand, 1),
+            "ratio": round(ratio, 3),
+            "ms_per_step": {"hand_loop": round(hand / new_tokens * 1000, 3),
+                            "our_forward_per_token": round(forward / new_tokens * 1000, 3),
+                            "generate": round(ours / new_tokens * 1000, 3)},
+        })  # fmt: skip
         checks.append(check(f"generate() / hand-written loop tokens/s, batch {batch}", ratio, 0.9, True))
     payload["generate_vs_hand_loop"] = loop_rows
 
@@ -139,8 +161,11 @@ def main(smoke: bool = False) -> dict:
     print(f"generate() vs a hand-written cached loop (LSTM {lstm.config.num_hidden_layers} x "
           f"{lstm.config.hidden_size}, vocab {VOCAB}, {new_tokens} new tokens, best of {repeats})")  # fmt: skip
     for row in loop_rows:
+        steps = row["ms_per_step"]
         print(f"  batch {row['batch']}: generate {row['generate_tokens_per_s']} tok/s, loop "
-              f"{row['hand_loop_tokens_per_s']} tok/s, ratio {row['ratio']}")  # fmt: skip
+              f"{row['hand_loop_tokens_per_s']} tok/s, ratio {row['ratio']}; ms per step: hand loop "
+              f"{steps['hand_loop']}, our forward per token {steps['our_forward_per_token']}, generate() "
+              f"{steps['generate']}")  # fmt: skip
     print(f"Per-token decoding time and cache size at {short} and {long} tokens of context (equal non-embedding "
           "parameters)")  # fmt: skip
     for row in context_rows:

@@ -126,13 +126,15 @@ class RecurrentLayer(GradientCheckpointingLayer):
         attention_mask: torch.Tensor | None = None,
         cache: Cache | None = None,
     ) -> torch.Tensor:
-        hidden_states = self.input_dropout(hidden_states)
+        if self.training:  # generation calls this once per token: skip even the module call when it is a no-op
+            hidden_states = self.input_dropout(hidden_states)
         initial_states = read_layer_state(cache, self.layer_idx, self.num_states)
         hx = None
         if initial_states is not None:
-            # Copies, so that writing the new state in place cannot corrupt what autograd saved of the old one.
-            copies = tuple(state.unsqueeze(0).clone() for state in initial_states)
-            hx = copies if self.num_states == 2 else copies[0]
+            states = tuple(state.unsqueeze(0) for state in initial_states)
+            if torch.is_grad_enabled():  # copies, so that the in-place write of the new state spares the old one
+                states = tuple(state.clone() for state in states)
+            hx = states if self.num_states == 2 else states[0]
         output, final_state = self.run_recurrence(hidden_states, attention_mask, hx)
         if cache is not None:
             final_states = final_state if isinstance(final_state, tuple) else (final_state,)
@@ -449,7 +451,9 @@ class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
         )
         hidden_states = outputs.last_hidden_state
         kept = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        hidden_states = self.output_dropout(hidden_states[:, kept])
+        hidden_states = hidden_states[:, kept]
+        if self.training:
+            hidden_states = self.output_dropout(hidden_states)
         if self.output_projection is not None:
             hidden_states = self.output_projection(hidden_states)
         logits = self.lm_head(hidden_states)
