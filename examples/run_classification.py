@@ -19,21 +19,22 @@ from sklearn.metrics import confusion_matrix
 from transformers import AutoConfig, AutoModelForSequenceClassification, HfArgumentParser, set_seed
 
 import hf_evolution  # noqa: F401  (registers rnn, lstm and gru with the Auto classes)
-from hf_evolution.data import BBC_NEWS, load_corpus, tokenize_for_classification
+from hf_evolution.data import tokenize_for_classification
 from hf_evolution.families import MODEL_FAMILIES, SIZES, check_family, matched_config, special_token_ids
 from hf_evolution.metrics import classification_compute_metrics
 from hf_evolution.reporting import plot_confusion_matrix
-from hf_evolution.tokenization import TOKENIZER_KINDS
 from hf_evolution.training import (
     EvolutionTrainer,
     EvolutionTrainingArguments,
+    ScriptDataArguments,
+    ScriptModelArguments,
     check_hub_access,
     command_line,
-    describe_tokenizer,
+    fit_embeddings_to_tokenizer,
+    load_script_data,
     parse_config_overrides,
     resolve_output_dir,
     setup_logging,
-    shared_tokenizer,
     take_first,
 )
 
@@ -41,63 +42,23 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ModelArguments:
-    model_name_or_path: str | None = field(
-        default=None,
-        metadata={"help": "A checkpoint folder or Hub id (a classifier, an encoder or a causal LM) to start from."},
-    )
-    model_type: str | None = field(
-        default=None, metadata={"help": f"From scratch: one of {', '.join(MODEL_FAMILIES)}, sized by --size."}
-    )
-    size: str = field(
-        default="small",
-        metadata={
-            "help": f"From scratch: one of {', '.join(SIZES)}. Recurrent models get the hidden size whose "
-            "non-embedding parameter count matches BERT's at that size."
-        },
-    )
+class ModelArguments(ScriptModelArguments):
     config_overrides: str | None = field(
         default=None,
         metadata={
             "help": "From scratch: config fields to override, e.g. 'bidirectional=true,classifier_pooling=mean'."
         },
     )
-    tokenizer_name: str | None = field(
-        default=None,
-        metadata={
-            "help": "A tokenizer folder or Hub id; default: the checkpoint's, or one trained on the train split."
-        },
-    )
     ignore_mismatched_sizes: bool = field(
         default=False,
         metadata={"help": "Replace the head of a classifier checkpoint trained on a different number of labels."},
     )
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow a checkpoint's own model code to run."})
 
 
 @dataclass
-class DataTrainingArguments:
-    dataset_name: str = field(
-        default=BBC_NEWS, metadata={"help": f"'{BBC_NEWS}' (embedded, 5 topics) or a Hub dataset id."}
-    )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration."})
-    train_file: str | None = field(default=None, metadata={"help": "A .csv, .json, .jsonl (or .txt) file."})
-    validation_file: str | None = field(default=None, metadata={"help": "Validation data (else cut from train)."})
-    test_file: str | None = field(default=None, metadata={"help": "Test data (else cut from train)."})
-    text_column: str | None = field(default=None, metadata={"help": "The column holding the text (inferred)."})
+class DataTrainingArguments(ScriptDataArguments):
     label_column: str | None = field(default=None, metadata={"help": "The column holding the label (inferred)."})
     max_seq_length: int = field(default=256, metadata={"help": "Tokens kept from the start of each document."})
-    tokenizer_kind: str = field(
-        default="bpe",
-        metadata={
-            "help": f"When training a tokenizer: one of {', '.join(TOKENIZER_KINDS)}.",
-            "choices": TOKENIZER_KINDS,
-        },
-    )
-    tokenizer_vocab_size: int | None = field(default=None, metadata={"help": "When training a tokenizer."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only this many training documents."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many eval/test documents."})
-    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenising."})
 
 
 def build_model(model_args: ModelArguments, tokenizer, label_names: list[str]):
@@ -133,10 +94,7 @@ def build_model(model_args: ModelArguments, tokenizer, label_names: list[str]):
         raise ValueError("Give --model_name_or_path (a checkpoint) or --model_type (to train from scratch).")
     if model.config.pad_token_id is None:  # GPT-2 finds each row's last token through the pad id
         model.config.pad_token_id = tokenizer.pad_token_id
-    vocab = model.get_input_embeddings().weight.shape[0]
-    if len(tokenizer) > vocab:
-        logger.warning(f"The tokenizer has {len(tokenizer)} tokens, the model {vocab}: resizing the embeddings.")
-        model.resize_token_embeddings(len(tokenizer))
+    fit_embeddings_to_tokenizer(model, tokenizer, logger)
     return model
 
 
@@ -162,30 +120,14 @@ def main(argv: list[str] | None = None) -> dict:
         check_family(model_args.model_type, MODEL_FAMILIES)
     set_seed(training_args.seed)
 
-    with training_args.main_process_first(desc="loading the corpus"):
-        corpus = load_corpus(
-            data_args.dataset_name,
-            dataset_config=data_args.dataset_config_name,
-            text_column=data_args.text_column,
-            label_column=data_args.label_column,
-            train_file=data_args.train_file,
-            validation_file=data_args.validation_file,
-            test_file=data_args.test_file,
-            seed=training_args.seed,
-        )
+    corpus, tokenizer, tokenizer_description = load_script_data(
+        model_args, data_args, training_args, label_column=data_args.label_column
+    )
     if "label" not in corpus["train"].column_names:
         raise ValueError(
             f"{data_args.train_file or data_args.dataset_name} has no label column; name it with --label_column."
         )
     label_names = corpus["train"].features["label"].names
-    tokenizer_name = model_args.tokenizer_name or model_args.model_name_or_path
-    tokenizer = shared_tokenizer(
-        training_args,
-        tokenizer_name,
-        corpus["train"],
-        kind=data_args.tokenizer_kind,
-        vocab_size=data_args.tokenizer_vocab_size,
-    )
     model = build_model(model_args, tokenizer, label_names)
 
     with training_args.main_process_first(desc="tokenising"):
@@ -206,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
             "task": "text-classification",
             "dataset": data_args.train_file or data_args.dataset_name,
             "base_model": model_args.model_name_or_path,
-            "tokenizer": describe_tokenizer(tokenizer, tokenizer_name, data_args.tokenizer_kind),
+            "tokenizer": tokenizer_description,
             "command": command_line(),
         },
     )

@@ -18,7 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, HfArgumentParser, default_data_collator, set_seed
 
 import hf_evolution  # noqa: F401  (registers rnn, lstm and gru with the Auto classes)
-from hf_evolution.data import BBC_NEWS, corpus_stats, load_corpus, pack_for_lm
+from hf_evolution.data import corpus_stats, pack_for_lm
 from hf_evolution.families import (
     CAUSAL_FAMILIES,
     SIZES,
@@ -28,17 +28,18 @@ from hf_evolution.families import (
     special_token_ids,
 )
 from hf_evolution.metrics import lm_metrics
-from hf_evolution.tokenization import TOKENIZER_KINDS
 from hf_evolution.training import (
     EvolutionTrainer,
     EvolutionTrainingArguments,
+    ScriptDataArguments,
+    ScriptModelArguments,
     check_hub_access,
     command_line,
-    describe_tokenizer,
+    fit_embeddings_to_tokenizer,
+    load_script_data,
     parse_config_overrides,
     resolve_output_dir,
     setup_logging,
-    shared_tokenizer,
     take_first,
 )
 
@@ -46,33 +47,10 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ModelArguments:
-    model_name_or_path: str | None = field(
-        default=None,
-        metadata={"help": "A checkpoint folder or Hub id to start from. Leave unset to train from scratch."},
-    )
+class ModelArguments(ScriptModelArguments):
     model_type: str | None = field(
-        default=None,
-        metadata={"help": f"From scratch: one of {', '.join(CAUSAL_FAMILIES)}, sized by --size."},
+        default=None, metadata={"help": f"From scratch: one of {', '.join(CAUSAL_FAMILIES)}, sized by --size."}
     )
-    size: str = field(
-        default="small",
-        metadata={
-            "help": f"From scratch: one of {', '.join(SIZES)}. Recurrent models get the hidden size whose "
-            "non-embedding parameter count matches GPT-2's at that size."
-        },
-    )
-    config_overrides: str | None = field(
-        default=None,
-        metadata={"help": "From scratch: config fields to override, e.g. 'hidden_size=256,hidden_dropout=0.3'."},
-    )
-    tokenizer_name: str | None = field(
-        default=None,
-        metadata={
-            "help": "A tokenizer folder or Hub id; default: the checkpoint's, or one trained on the train split."
-        },
-    )
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow a checkpoint's own model code to run."})
     dtype: str | None = field(
         default=None,
         metadata={"help": "Load the checkpoint in this dtype.", "choices": ["auto", "bfloat16", "float16", "float32"]},
@@ -80,31 +58,8 @@ class ModelArguments:
 
 
 @dataclass
-class DataTrainingArguments:
-    dataset_name: str = field(
-        default=BBC_NEWS, metadata={"help": f"'{BBC_NEWS}' (embedded, offline) or a Hub dataset id."}
-    )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration."})
-    train_file: str | None = field(default=None, metadata={"help": "A .txt, .csv, .json or .jsonl file."})
-    validation_file: str | None = field(default=None, metadata={"help": "Validation data (else cut from train)."})
-    test_file: str | None = field(default=None, metadata={"help": "Test data (else cut from train)."})
-    text_column: str | None = field(default=None, metadata={"help": "The column holding the text (inferred)."})
-    txt_mode: str = field(
-        default="line",
-        metadata={"help": "For .txt files: 'line' (a document per line) or 'paragraph' (blank-line separated)."},
-    )
+class DataTrainingArguments(ScriptDataArguments):
     block_size: int = field(default=128, metadata={"help": "Tokens per training sequence."})
-    tokenizer_kind: str = field(
-        default="bpe",
-        metadata={
-            "help": f"When training a tokenizer: one of {', '.join(TOKENIZER_KINDS)}.",
-            "choices": TOKENIZER_KINDS,
-        },
-    )
-    tokenizer_vocab_size: int | None = field(default=None, metadata={"help": "When training a tokenizer."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only this many training blocks."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many eval/test blocks."})
-    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenising."})
     sample_prompt: str = field(default="The", metadata={"help": "Prompt of the sample generated at the end."})
     sample_tokens: int = field(default=40, metadata={"help": "Length of that sample (0: no sample)."})
 
@@ -126,10 +81,7 @@ def build_model(model_args: ModelArguments, tokenizer):
         model = AutoModelForCausalLM.from_config(config)
     else:
         raise ValueError("Give --model_name_or_path (a checkpoint) or --model_type (to train from scratch).")
-    vocab = model.get_input_embeddings().weight.shape[0]
-    if len(tokenizer) > vocab:
-        logger.warning(f"The tokenizer has {len(tokenizer)} tokens, the model {vocab}: resizing the embeddings.")
-        model.resize_token_embeddings(len(tokenizer))
+    fit_embeddings_to_tokenizer(model, tokenizer, logger)
     return prepare_model(model)
 
 
@@ -145,25 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
         check_family(model_args.model_type, CAUSAL_FAMILIES)
     set_seed(training_args.seed)
 
-    with training_args.main_process_first(desc="loading the corpus"):
-        corpus = load_corpus(
-            data_args.dataset_name,
-            dataset_config=data_args.dataset_config_name,
-            text_column=data_args.text_column,
-            txt_mode=data_args.txt_mode,
-            train_file=data_args.train_file,
-            validation_file=data_args.validation_file,
-            test_file=data_args.test_file,
-            seed=training_args.seed,
-        )
-    tokenizer_name = model_args.tokenizer_name or model_args.model_name_or_path
-    tokenizer = shared_tokenizer(
-        training_args,
-        tokenizer_name,
-        corpus["train"],
-        kind=data_args.tokenizer_kind,
-        vocab_size=data_args.tokenizer_vocab_size,
-    )
+    corpus, tokenizer, tokenizer_description = load_script_data(model_args, data_args, training_args)
     model = build_model(model_args, tokenizer)
     block_size = min(data_args.block_size, tokenizer.model_max_length, max_positions(model))
     if block_size < data_args.block_size:
@@ -188,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
             "task": "text-generation",
             "dataset": data_args.train_file or data_args.dataset_name,
             "base_model": model_args.model_name_or_path,
-            "tokenizer": describe_tokenizer(tokenizer, tokenizer_name, data_args.tokenizer_kind),
+            "tokenizer": tokenizer_description,
             "command": command_line(),
         },
     )

@@ -24,9 +24,10 @@ from transformers.dynamic_module_utils import custom_object_save
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 
-from .families import parameter_counts
+from .data import BBC_NEWS, load_corpus
+from .families import MODEL_FAMILIES, SIZES, parameter_counts
 from .modeling_recurrent import RecurrentPreTrainedModel
-from .tokenization import load_tokenizer, train_tokenizer
+from .tokenization import TOKENIZER_KINDS, load_tokenizer, train_tokenizer
 
 
 @dataclass
@@ -44,6 +45,99 @@ class EvolutionTrainingArguments(TrainingArguments):
         if not self.use_cpu and not torch.accelerator.is_available():
             self.use_cpu = True
         super().__post_init__()
+
+
+@dataclass
+class ScriptModelArguments:
+    """Where the example scripts' model and tokenizer come from; each script narrows the help to its families."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "A checkpoint folder or Hub id to start from. Leave unset to train from scratch."},
+    )
+    model_type: str | None = field(
+        default=None, metadata={"help": f"From scratch: one of {', '.join(MODEL_FAMILIES)}, sized by --size."}
+    )
+    size: str = field(
+        default="small",
+        metadata={
+            "help": f"From scratch: one of {', '.join(SIZES)}. Recurrent models get the hidden size whose "
+            "non-embedding parameter count matches the transformer's at that size."
+        },
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={"help": "From scratch: config fields to override, e.g. 'hidden_size=256,hidden_dropout=0.3'."},
+    )
+    tokenizer_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "A tokenizer folder or Hub id; default: the checkpoint's, or one trained on the train split."
+        },
+    )
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow a checkpoint's own model code to run."})
+
+
+@dataclass
+class ScriptDataArguments:
+    """The data and tokenizer arguments the example scripts share."""
+
+    dataset_name: str = field(
+        default=BBC_NEWS, metadata={"help": f"'{BBC_NEWS}' (embedded, offline) or a Hub dataset id."}
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration."})
+    train_file: str | None = field(default=None, metadata={"help": "A .txt, .csv, .json or .jsonl file."})
+    validation_file: str | None = field(default=None, metadata={"help": "Validation data (else cut from train)."})
+    test_file: str | None = field(default=None, metadata={"help": "Test data (else cut from train)."})
+    text_column: str | None = field(default=None, metadata={"help": "The column holding the text (inferred)."})
+    txt_mode: str = field(
+        default="line",
+        metadata={"help": "For .txt files: 'line' (a document per line) or 'paragraph' (blank-line separated)."},
+    )
+    tokenizer_kind: str = field(
+        default="bpe",
+        metadata={
+            "help": f"When training a tokenizer: one of {', '.join(TOKENIZER_KINDS)}.",
+            "choices": TOKENIZER_KINDS,
+        },
+    )
+    tokenizer_vocab_size: int | None = field(default=None, metadata={"help": "When training a tokenizer."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only this many training samples."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many eval/test samples."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenising."})
+
+
+def load_script_data(model_args, data_args, training_args, label_column: str | None = None):
+    """The corpus and the tokenizer: the one named, the checkpoint's, or one trained on the training split."""
+    with training_args.main_process_first(desc="loading the corpus"):
+        corpus = load_corpus(
+            data_args.dataset_name,
+            dataset_config=data_args.dataset_config_name,
+            text_column=data_args.text_column,
+            label_column=label_column,
+            txt_mode=data_args.txt_mode,
+            train_file=data_args.train_file,
+            validation_file=data_args.validation_file,
+            test_file=data_args.test_file,
+            seed=training_args.seed,
+        )
+    tokenizer_name = model_args.tokenizer_name or model_args.model_name_or_path
+    tokenizer = shared_tokenizer(
+        training_args,
+        tokenizer_name,
+        corpus["train"],
+        kind=data_args.tokenizer_kind,
+        vocab_size=data_args.tokenizer_vocab_size,
+    )
+    return corpus, tokenizer, describe_tokenizer(tokenizer, tokenizer_name, data_args.tokenizer_kind)
+
+
+def fit_embeddings_to_tokenizer(model: PreTrainedModel, tokenizer, logger: logging.Logger) -> None:
+    """A tokenizer with more tokens than the model's vocabulary: resize the embeddings, as transformers' run_clm."""
+    vocab = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > vocab:
+        logger.warning(f"The tokenizer has {len(tokenizer)} tokens, the model {vocab}: resizing the embeddings.")
+        model.resize_token_embeddings(len(tokenizer))
 
 
 def resolve_output_dir(args: EvolutionTrainingArguments) -> str | None:
