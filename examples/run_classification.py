@@ -29,6 +29,7 @@ from hf_evolution.training import (
     ScriptDataArguments,
     ScriptModelArguments,
     check_hub_access,
+    close_distributed,
     command_line,
     fit_embeddings_to_tokenizer,
     load_script_data,
@@ -193,3 +194,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     main()
+    close_distributed()

@@ -34,6 +34,7 @@ from hf_evolution.training import (
     ScriptDataArguments,
     ScriptModelArguments,
     check_hub_access,
+    close_distributed,
     command_line,
     fit_embeddings_to_tokenizer,
     load_script_data,
@@ -189,3 +190,4 @@ def generate_sample(model, tokenizer, prompt: str, new_tokens: int, seed: int) -
 
 if __name__ == "__main__":
     main()
+    close_distributed()

@@ -140,6 +140,13 @@ def fit_embeddings_to_tokenizer(model: PreTrainedModel, tokenizer, logger: loggi
         model.resize_token_embeddings(len(tokenizer))
 
 
+def close_distributed() -> None:
+    """Leave the process group once a script has finished: a process that exits with gloo's worker threads still
+    running can abort ("terminate called without an active exception") and fail the whole launch after a good run."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def resolve_output_dir(args: EvolutionTrainingArguments) -> str | None:
     """Refuse an output folder that holds a run unless --overwrite (then cleared) or resuming; return the checkpoint
     to resume from. Only the main process looks, before any process writes there."""
