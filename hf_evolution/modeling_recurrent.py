@@ -398,15 +398,26 @@ class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
         return super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
 
     def prepare_inputs_for_generation(
-        self, input_ids, next_sequence_length=None, cache=None, attention_mask=None, **kwargs
+        self,
+        input_ids,
+        next_sequence_length=None,
+        cache=None,
+        attention_mask=None,
+        inputs_embeds=None,
+        is_first_iteration=False,
+        **kwargs,
     ):
-        """Continuing from a returned cache, feed only the tokens the state has not seen.
+        """The inputs of one step: the tokens the state has not seen, and the attention mask only where it matters.
 
-        `generate()` does this by itself for a KV cache, whose length it can read; a recurrent state has no length, so
-        the count kept by `RecurrentCache` stands in for it. As with GPT-2, pass either the whole sequence so far
-        (e.g. `output.sequences`) or only the new tokens with the attention mask of the whole sequence. Without a
-        mask (`generate()` drops one of all ones), `input_ids` longer than what the state has seen are taken as the
-        whole sequence, shorter ones as new tokens."""
+        Continuing from a returned cache: `generate()` does this by itself for a KV cache, whose length it can read; a
+        recurrent state has no length, so the count kept by `RecurrentCache` stands in for it. As with GPT-2, pass
+        either the whole sequence so far (e.g. `output.sequences`) or only the new tokens with the attention mask of the
+        whole sequence. Without a mask (`generate()` drops one of all ones), `input_ids` longer than what the state has
+        seen are taken as the whole sequence, shorter ones as new tokens.
+
+        Written out rather than inherited because it runs once per generated token: a decoding step feeds the single
+        token `generate()` just appended, which is never padding, so its mask is dropped (as Mamba does) and the step
+        costs about what a hand-written loop costs."""
         if next_sequence_length is None and isinstance(cache, RecurrentCache) and cache.seen_tokens > 0:
             length, seen = input_ids.shape[1], cache.seen_tokens
             whole_sequence = length > seen if attention_mask is None else attention_mask.shape[1] == length
@@ -418,9 +429,20 @@ class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
                 )
             if whole_sequence:
                 next_sequence_length = length - seen
-        return super().prepare_inputs_for_generation(
-            input_ids, next_sequence_length=next_sequence_length, cache=cache, attention_mask=attention_mask, **kwargs
-        )
+        unseen = slice(-next_sequence_length, None) if next_sequence_length is not None else slice(None)
+        if inputs_embeds is not None and is_first_iteration:  # embeddings stand for the prompt only
+            model_inputs = {"input_ids": None, "inputs_embeds": inputs_embeds[:, unseen]}
+        else:
+            model_inputs = {"input_ids": input_ids[:, unseen]}
+        decoding_step = next_sequence_length == 1 and not is_first_iteration and cache is not None
+        model_inputs["cache"] = cache
+        model_inputs["attention_mask"] = None if decoding_step else attention_mask
+        model_inputs.update((key, value) for key, value in kwargs.items() if key != "labels")
+        device = self.model.embeddings.weight.device
+        return {
+            key: value.to(device) if isinstance(value, torch.Tensor) and value.device != device else value
+            for key, value in model_inputs.items()
+        }
 
     @can_return_tuple
     def forward(

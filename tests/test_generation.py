@@ -105,6 +105,17 @@ def test_continuing_from_a_returned_cache(model_type):
     torch.testing.assert_close(tail[:, 1:], straight[:, 11:], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_generating_from_inputs_embeds_equals_generating_from_ids(model_type):
+    model = make_model(model_type, **NO_EOS)
+    ids = prompt(5, batch=2)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
+    from_ids = model.generate(ids, attention_mask=mask, max_new_tokens=7, do_sample=False)
+    embeds = model.get_input_embeddings()(ids)
+    from_embeds = model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=7, do_sample=False)
+    torch.testing.assert_close(from_embeds, from_ids[:, 5:], rtol=0, atol=0)  # as GPT-2: only the new tokens
+
+
 def test_continuing_with_a_mask_shorter_than_the_cache_is_refused():
     model = make_model("gru", **NO_EOS)
     out = model.generate(prompt(6), max_new_tokens=4, do_sample=False, return_dict_in_generate=True)
