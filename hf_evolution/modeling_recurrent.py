@@ -515,8 +515,9 @@ def mask_from_padding(input_ids, attention_mask, pad_token_id):
     return attention_mask
 
 
-class RecurrentForSequenceClassification(RecurrentPreTrainedModel):
-    """A recurrent encoder with a classification (or regression) head on a pooled summary of each sequence."""
+class RecurrentEncoderWithClassifier(RecurrentPreTrainedModel):
+    """What the sequence and token classification heads share: the encoder, dropout and a linear classifier over
+    the hidden states of both directions."""
 
     def __init__(self, config: RecurrentConfig):
         super().__init__(config)
@@ -527,6 +528,22 @@ class RecurrentForSequenceClassification(RecurrentPreTrainedModel):
         num_directions = 2 if config.bidirectional else 1
         self.classifier = nn.Linear(config.hidden_size * num_directions, config.num_labels)
         self.post_init()
+
+    def encode(self, input_ids, attention_mask, inputs_embeds, output_hidden_states):
+        """The encoder's outputs and the mask that marks padding (from the pad token when none is given)."""
+        attention_mask = mask_from_padding(input_ids, attention_mask, self.config.pad_token_id)
+        outputs = self.model(
+            input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            output_hidden_states=output_hidden_states,
+        )
+        return outputs, attention_mask
+
+
+class RecurrentForSequenceClassification(RecurrentEncoderWithClassifier):
+    """A recurrent encoder with a classification (or regression) head on a pooled summary of each sequence."""
 
     @can_return_tuple
     def forward(
@@ -542,14 +559,7 @@ class RecurrentForSequenceClassification(RecurrentPreTrainedModel):
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Class indices in `[0, num_labels)`; float targets for regression when `num_labels == 1`.
         """
-        attention_mask = mask_from_padding(input_ids, attention_mask, self.config.pad_token_id)
-        outputs = self.model(
-            input_ids,
-            attention_mask=attention_mask,
-            inputs_embeds=inputs_embeds,
-            use_cache=False,
-            output_hidden_states=output_hidden_states,
-        )
+        outputs, attention_mask = self.encode(input_ids, attention_mask, inputs_embeds, output_hidden_states)
         pooled = pool_sequence(
             outputs.last_hidden_state, attention_mask, self.config.classifier_pooling, self.config.bidirectional
         )
@@ -560,18 +570,8 @@ class RecurrentForSequenceClassification(RecurrentPreTrainedModel):
         return SequenceClassifierOutputWithPast(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
 
-class RecurrentForTokenClassification(RecurrentPreTrainedModel):
+class RecurrentForTokenClassification(RecurrentEncoderWithClassifier):
     """A recurrent encoder with a label for every token (tagging, NER); bidirectional models see both contexts."""
-
-    def __init__(self, config: RecurrentConfig):
-        super().__init__(config)
-        self.num_labels = config.num_labels
-        self.model = RecurrentModel(config)
-        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout
-        self.dropout = nn.Dropout(dropout)
-        num_directions = 2 if config.bidirectional else 1
-        self.classifier = nn.Linear(config.hidden_size * num_directions, config.num_labels)
-        self.post_init()
 
     @can_return_tuple
     def forward(
@@ -587,14 +587,7 @@ class RecurrentForTokenClassification(RecurrentPreTrainedModel):
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             A label index per token; -100 marks tokens without a label (padding, special tokens, sub-words).
         """
-        attention_mask = mask_from_padding(input_ids, attention_mask, self.config.pad_token_id)
-        outputs = self.model(
-            input_ids,
-            attention_mask=attention_mask,
-            inputs_embeds=inputs_embeds,
-            use_cache=False,
-            output_hidden_states=output_hidden_states,
-        )
+        outputs, _ = self.encode(input_ids, attention_mask, inputs_embeds, output_hidden_states)
         logits = self.classifier(self.dropout(outputs.last_hidden_state))
         loss = None
         if labels is not None:
