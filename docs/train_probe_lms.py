@@ -1,10 +1,13 @@
-"""Train the small language models that the `hf-evolution probe context` figure in docs/probes.md reads.
+"""Train the small language models that the README's `hf-evolution probe context` figure reads.
 
 Each family (parameter-matched at --size) is trained for the same number of steps on the same blocks of the embedded
 BBC News corpus with a shared byte-level BPE tokenizer, then saved with its tokenizer, so that any probe takes the
 folder as `--model`. A plain loop rather than Trainer, to stay a few lines long.
 
-python docs/train_probe_lms.py --output runs/probe-lms [--steps 600] [--size small]
+`--init transformers` replaces our recurrent initialisation by the generic one of transformers models (normal
+weights of std 0.02, Xavier-uniform recurrent matrices, zero biases), to measure what the choice is worth.
+
+python docs/train_probe_lms.py --output runs/probe-lms [--steps 600] [--size small] [--init {ours,transformers}]
 """
 
 import argparse
@@ -25,6 +28,21 @@ def blocks(dataset, tokenizer, block_size):
 
 
 @torch.no_grad()
+def generic_initialisation(model):
+    """What a transformers model without RNN-specific init would start from."""
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
+            torch.nn.init.normal_(module.weight, std=0.02)
+        elif isinstance(module, torch.nn.RNNBase):
+            for name, weight in module.named_parameters():
+                if name.startswith("weight"):
+                    torch.nn.init.xavier_uniform_(weight)
+        for name, bias in module.named_parameters(recurse=False):
+            if "bias" in name:
+                torch.nn.init.zeros_(bias)
+
+
+@torch.no_grad()
 def validation_loss(model, data, batch_size):
     model.eval()
     losses = [model(input_ids=batch, labels=batch).loss.item() for batch in data.split(batch_size)]
@@ -41,6 +59,7 @@ def main():
     parser.add_argument("--block-size", type=int, default=512)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", choices=("ours", "transformers"), default="ours")
     args = parser.parse_args()
 
     corpus = load_corpus("bbc-news")
@@ -56,6 +75,8 @@ def main():
 
     for family in args.families.split(","):
         model = build_model(family, "lm", args.size, tokenizer, seed=args.seed)
+        if args.init == "transformers":
+            generic_initialisation(model)
         optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor)
         generator = torch.Generator().manual_seed(args.seed)  # every family reads the same blocks in the same order
