@@ -1,5 +1,6 @@
 """Shared helpers for the benchmarks: timing, result files and the PASS/FAIL table."""
 
+import argparse
 import json
 import platform
 import statistics
@@ -57,9 +58,10 @@ def check(name: str, value: float, target: float, higher_is_better: bool, unit: 
     }
 
 
-def write_results(name: str, payload: dict) -> Path:
+def write_results(name: str, payload: dict, smoke: bool = False) -> Path:
+    """benchmarks/results/<name>.json, or <name>_smoke.json for the tiny sizes, so a smoke run never hides a full one."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.json"
+    path = RESULTS_DIR / f"{name}{'_smoke' if smoke else ''}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
     return path
 
@@ -69,3 +71,10 @@ def print_checks(title: str, checks: list[dict]) -> None:
     for item in checks:
         status = "PASS" if item["passed"] else "FAIL"
         print(f"  {status}  {item['name']}: {item['value']} (target {item['target']})")
+
+
+def run_from_command_line(main, description: str, smoke_help: str) -> None:
+    """What `python benchmarks/<name>.py [--smoke]` does for every benchmark."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help=smoke_help)
+    main(parser.parse_args().smoke)

@@ -4,11 +4,10 @@ at most 2x), and the second run served from the datasets cache (target: under a 
     python benchmarks/data_pipeline.py [--smoke]
 """
 
-import argparse
 import tempfile
 import time
 
-from common import check, print_checks, write_results
+from common import check, print_checks, run_from_command_line, write_results
 
 from hf_evolution.data import load_corpus, pack_for_lm
 from hf_evolution.tokenization import train_tokenizer
@@ -44,11 +43,9 @@ def main(smoke: bool = False) -> dict:
     print_checks("Data pipeline", checks)
     payload = {"documents": len(texts), "tokenizer_alone_s": round(tokenizer_alone, 3), "first_s": round(first, 3),
                "cached_s": round(cached, 4), "checks": checks}  # fmt: skip
-    write_results("data_pipeline_smoke" if smoke else "data_pipeline", payload)
+    write_results("data_pipeline", payload, smoke=smoke)
     return payload
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="a slice of the corpus, a few seconds")
-    main(parser.parse_args().smoke)
+    run_from_command_line(main, __doc__, "a slice of the corpus, a few seconds")

@@ -10,10 +10,8 @@
     python benchmarks/generation.py [--smoke]
 """
 
-import argparse
-
 import torch
-from common import best_time, check, print_checks, write_results
+from common import best_time, check, print_checks, run_from_command_line, write_results
 from transformers import AutoModelForCausalLM, DynamicCache
 
 from hf_evolution import LSTMConfig
@@ -192,11 +190,9 @@ def main(smoke: bool = False) -> dict:
     for context, size in state_sizes.items():
         print(f"  state after {context} tokens of context: {size:,} bytes")
     print_checks("Generation", checks)
-    write_results("generation_smoke" if smoke else "generation", {**payload, "checks": checks})
+    write_results("generation", {**payload, "checks": checks}, smoke=smoke)
     return {**payload, "checks": checks}
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds")
-    main(parser.parse_args().smoke)
+    run_from_command_line(main, __doc__, "tiny sizes, a few seconds")

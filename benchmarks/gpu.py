@@ -5,11 +5,10 @@ Without a GPU it says so and checks nothing.
     python benchmarks/gpu.py [--smoke]
 """
 
-import argparse
 import time
 
 import torch
-from common import check, print_checks, write_results
+from common import check, print_checks, run_from_command_line, write_results
 from transformers import AutoModelForCausalLM
 
 from hf_evolution.families import SIZES, matched_config
@@ -37,7 +36,7 @@ def main(smoke: bool = False) -> dict:
     if not torch.cuda.is_available():
         print("GPU path: no CUDA device here, nothing measured (run this script on a GPU machine).")
         payload = {"skipped": "no CUDA device", "checks": []}
-        write_results("gpu_smoke" if smoke else "gpu", payload)
+        write_results("gpu", payload, smoke=smoke)
         return payload
     torch.manual_seed(0)
     size = SIZES["small" if smoke else "base"]
@@ -78,11 +77,9 @@ def main(smoke: bool = False) -> dict:
     print_checks("GPU path", checks)
     payload = {"device": torch.cuda.get_device_name(0), "cudnn_kernels": cudnn[:10], "bf16_losses": losses,
                "training_tokens_per_s": speeds, "checks": checks}  # fmt: skip
-    write_results("gpu_smoke" if smoke else "gpu", payload)
+    write_results("gpu", payload, smoke=smoke)
     return payload
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="small sizes")
-    main(parser.parse_args().smoke)
+    run_from_command_line(main, __doc__, "small sizes")

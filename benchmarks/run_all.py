@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     checks = [item for items in summary.values() for item in items]
     print(f"\n===== summary ({time.perf_counter() - start:.0f} s{', smoke sizes' if args.smoke else ''}) =====")
     print_checks("All targets", checks)
-    write_results("summary_smoke" if args.smoke else "summary", {"checks": summary})
+    write_results("summary", {"checks": summary}, smoke=args.smoke)
     return 1 if args.strict and not all(item["passed"] for item in checks) else 0
 
 

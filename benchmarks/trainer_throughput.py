@@ -4,14 +4,13 @@ in PyTorch's word_language_model example, for the same model, data, batch and op
     python benchmarks/trainer_throughput.py [--smoke]
 """
 
-import argparse
 import importlib.util
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from common import check, print_checks, write_results
+from common import check, print_checks, run_from_command_line, write_results
 from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM, default_data_collator, get_linear_schedule_with_warmup
 
@@ -82,11 +81,9 @@ def main(smoke: bool = False) -> dict:
     checks = [check("Trainer / plain loop tokens per second", ratio, 0.9, True)]
     print_checks("Training throughput", checks)
     payload = {"rows": rows, "checks": checks}
-    write_results("trainer_throughput_smoke" if smoke else "trainer_throughput", payload)
+    write_results("trainer_throughput", payload, smoke=smoke)
     return payload
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds")
-    main(parser.parse_args().smoke)
+    run_from_command_line(main, __doc__, "tiny sizes, a few seconds")

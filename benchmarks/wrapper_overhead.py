@@ -4,10 +4,8 @@ with nn.Embedding + nn.LSTM/GRU/RNN + nn.Linear, at the same sizes. Target: at m
     python benchmarks/wrapper_overhead.py [--smoke]
 """
 
-import argparse
-
 import torch
-from common import check, interleaved_times, print_checks, write_results
+from common import check, interleaved_times, print_checks, run_from_command_line, write_results
 from torch import nn
 
 from hf_evolution import FAMILIES
@@ -74,11 +72,9 @@ def main(smoke: bool = False) -> dict:
     print_checks("Wrapper overhead", checks)
     payload = {"sizes": {"batch": batch, "length": length, "hidden": hidden, "layers": layers, "vocab": vocab},
                "rows": rows, "checks": checks}  # fmt: skip
-    write_results("wrapper_overhead_smoke" if smoke else "wrapper_overhead", payload)
+    write_results("wrapper_overhead", payload, smoke=smoke)
     return payload
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds")
-    main(parser.parse_args().smoke)
+    run_from_command_line(main, __doc__, "tiny sizes, a few seconds")
