@@ -1,13 +1,16 @@
-"""The five model families side by side: configs at matched sizes, construction from scratch, parameter counts.
+"""The model families side by side: matched sizes, the one model builder, parameter counts and descriptions.
 
 Comparisons are only fair at equal capacity, so sizes are set by non-embedding parameters (token and position
 embeddings left out, as in Kaplan et al. 2020): a size names a GPT-2/BERT width and depth, and each recurrent family
 gets the hidden size whose non-embedding parameter count matches the transformer's (within a few percent).
+
+`build_model` is how compare, the probes, both example scripts and the benchmarks make a model from scratch: family +
+size (or any config field given explicitly, which wins over the matched size) + task and labels.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from transformers import (
@@ -23,8 +26,9 @@ from transformers import (
 
 from . import FAMILIES as RECURRENT_CLASSES
 
-RECURRENT_FAMILIES = ("rnn", "lstm", "gru")
-MODEL_FAMILIES = (*RECURRENT_FAMILIES, "gpt2", "bert")
+RECURRENT_FAMILIES = tuple(RECURRENT_CLASSES)
+TRANSFORMER_CONFIGS = {"gpt2": GPT2Config, "bert": BertConfig}
+MODEL_FAMILIES = (*RECURRENT_FAMILIES, *TRANSFORMER_CONFIGS)
 CAUSAL_FAMILIES = (*RECURRENT_FAMILIES, "gpt2")
 TASKS = {
     "base": AutoModel,
@@ -62,6 +66,14 @@ def check_family(family: str, allowed: tuple[str, ...] = MODEL_FAMILIES) -> None
         raise ValueError(f"Unknown model family {family!r}; choose one of {', '.join(allowed)}.")
 
 
+def check_size(size: ModelSize | str) -> ModelSize:
+    if isinstance(size, ModelSize):
+        return size
+    if size not in SIZES:
+        raise ValueError(f"Unknown size {size!r}; choose one of {', '.join(SIZES)}.")
+    return SIZES[size]
+
+
 def special_token_ids(tokenizer) -> dict:
     ids = {
         "pad_token_id": tokenizer.pad_token_id,
@@ -71,26 +83,42 @@ def special_token_ids(tokenizer) -> dict:
     return {name: token_id for name, token_id in ids.items() if token_id is not None}
 
 
-def transformer_config(family: str, size: ModelSize, vocab_size: int, **fields) -> PreTrainedConfig:
-    """GPT-2 or BERT at `size`; `fields` override any config field (e.g. dropouts, token ids, num_labels)."""
+def label_fields(label_names: list[str]) -> dict:
+    return {
+        "num_labels": len(label_names),
+        "id2label": dict(enumerate(label_names)),
+        "label2id": {name: i for i, name in enumerate(label_names)},
+    }
+
+
+def canonical_fields(config_class: type[PreTrainedConfig], fields: dict) -> dict:
+    """Field names as the config stores them: GPT-2 takes `hidden_size=` as `n_embd`, and so on."""
+    aliases = getattr(config_class, "attribute_map", {})
+    return {aliases.get(name, name): value for name, value in fields.items()}
+
+
+def transformer_config(family: str, size: ModelSize, vocab_size: int, fields: dict) -> PreTrainedConfig:
+    """GPT-2 or BERT at `size`; `fields` override any config field (width and depth included)."""
     if family == "gpt2":
         shape = dict(n_embd=size.width, n_layer=size.layers, n_head=size.heads, n_positions=size.max_positions)
         # GPT-2's default token ids (50256) belong to its own vocabulary; ours come from the tokenizer.
         shape.update(bos_token_id=None, eos_token_id=None)
-        return GPT2Config(vocab_size=vocab_size, **{**shape, **fields})
-    shape = dict(
-        hidden_size=size.width,
-        num_hidden_layers=size.layers,
-        num_attention_heads=size.heads,
-        intermediate_size=4 * size.width,
-        max_position_embeddings=size.max_positions,
-    )
-    return BertConfig(vocab_size=vocab_size, **{**shape, **fields})
+    else:
+        shape = dict(
+            hidden_size=size.width,
+            num_hidden_layers=size.layers,
+            num_attention_heads=size.heads,
+            intermediate_size=4 * size.width,
+            max_position_embeddings=size.max_positions,
+        )
+    config_class = TRANSFORMER_CONFIGS[family]
+    return config_class(vocab_size=vocab_size, **{**shape, **canonical_fields(config_class, fields)})
 
 
-def recurrent_config(family: str, hidden_size: int, size: ModelSize, vocab_size: int, **fields) -> PreTrainedConfig:
-    shape = dict(hidden_size=hidden_size, embedding_size=size.width, num_hidden_layers=size.recurrent_layers)
-    return RECURRENT_CLASSES[family][0](vocab_size=vocab_size, **{**shape, **fields})
+def recurrent_config(family: str, size: ModelSize, vocab_size: int, fields: dict) -> PreTrainedConfig:
+    config_class = RECURRENT_CLASSES[family][0]
+    shape = dict(embedding_size=size.width, num_hidden_layers=size.recurrent_layers)
+    return config_class(vocab_size=vocab_size, **{**shape, **fields})
 
 
 def non_embedding_parameters(model: PreTrainedModel) -> int:
@@ -109,20 +137,33 @@ def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
     return {"total": total, "non_embedding": non_embedding_parameters(model)}
 
 
-def matched_config(
-    family: str, size: ModelSize | str, vocab_size: int, task: str = "lm", **fields
-) -> PreTrainedConfig:
+def count_for_config(config: PreTrainedConfig, task: str) -> int:
+    """Non-embedding parameters of the model `config` builds, counted on the meta device (no memory, no init)."""
+    with torch.device("meta"):
+        model = TASKS[task].from_config(config)
+    return non_embedding_parameters(model)
+
+
+def matched_config(family: str, size: ModelSize | str, vocab_size: int, task: str = "lm", **fields) -> PreTrainedConfig:
     """The config of `family` at `size`: the transformer shape itself, or the recurrent hidden size whose
-    non-embedding parameter count is closest to the transformer's (GPT-2 for LM, BERT otherwise)."""
+    non-embedding parameter count is closest to the transformer's (GPT-2 for LM, BERT otherwise).
+
+    `fields` set any config field and win over the size: a given `hidden_size` is used as it is; other fields (a
+    depth, say) are part of the match."""
     check_family(family)
-    size = SIZES[size] if isinstance(size, str) else size
-    if family in ("gpt2", "bert"):
-        return transformer_config(family, size, vocab_size, **fields)
+    return sized_config(family, check_size(size), vocab_size, task, fields)
+
+
+def sized_config(family: str, size: ModelSize, vocab_size: int, task: str, fields: dict) -> PreTrainedConfig:
+    if family in TRANSFORMER_CONFIGS:
+        return transformer_config(family, size, vocab_size, fields)
+    if "hidden_size" in fields:
+        return recurrent_config(family, size, vocab_size, fields)
     reference_family = "gpt2" if task == "lm" else "bert"
-    target = count_for_config(transformer_config(reference_family, size, vocab_size), task)
+    target = count_for_config(transformer_config(reference_family, size, vocab_size, {}), task)
 
     def count(hidden_size):
-        return count_for_config(recurrent_config(family, hidden_size, size, vocab_size, **fields), task)
+        return count_for_config(recurrent_config(family, size, vocab_size, {**fields, "hidden_size": hidden_size}), task)
 
     low, high = 1, 8 * size.width
     while count(high) < target:
@@ -131,32 +172,45 @@ def matched_config(
         middle = (low + high) // 2
         low, high = (middle + 1, high) if count(middle) < target else (low, middle)
     best = min((low - 1, low), key=lambda hidden: abs(count(hidden) - target) if hidden > 0 else float("inf"))
-    return recurrent_config(family, best, size, vocab_size, **fields)
-
-
-def count_for_config(config: PreTrainedConfig, task: str) -> int:
-    """Non-embedding parameters of the model `config` builds, counted on the meta device (no memory, no init)."""
-    with torch.device("meta"):
-        model = TASKS[task].from_config(config)
-    return non_embedding_parameters(model)
+    return recurrent_config(family, size, vocab_size, {**fields, "hidden_size": best})
 
 
 def build_model(
-    family: str, task: str, size: ModelSize | str, tokenizer, *, seed: int = 0, **fields
+    family: str,
+    task: str,
+    size: ModelSize | str,
+    tokenizer_or_vocab_size,
+    *,
+    seed: int = 0,
+    labels: list[str] | None = None,
+    min_positions: int | None = None,
+    **overrides,
 ) -> PreTrainedModel:
-    """A freshly initialised model of `family` for `task` at a matched size, with the tokenizer's special ids."""
-    fields = {**special_token_ids(tokenizer), **fields}
-    return build_model_for_vocab(family, task, size, len(tokenizer), seed=seed, **fields)
+    """A freshly initialised model of `family` for `task` (`lm`, `classify`, `tokens` or `base`) at a matched size.
 
-
-def build_model_for_vocab(
-    family: str, task: str, size: ModelSize | str, vocab_size: int, *, seed: int = 0, **fields
-) -> PreTrainedModel:
-    """`build_model` without a tokenizer, for synthetic tasks and timings that only need a vocabulary size."""
-    check_family(family, CAUSAL_FAMILIES if task == "lm" else MODEL_FAMILIES)
+    `tokenizer_or_vocab_size` gives the vocabulary (and, for a tokenizer, the special token ids); `labels` names the
+    classes of a classifier; `min_positions` gives a transformer learned positions for at least that many tokens;
+    `overrides` set any config field and win over all of these."""
     if task not in TASKS:
         raise ValueError(f"Unknown task {task!r}; choose one of {', '.join(TASKS)}.")
-    config = matched_config(family, size, vocab_size, task, **fields)
+    check_family(family, CAUSAL_FAMILIES if task == "lm" else MODEL_FAMILIES)
+    size = check_size(size)
+    if min_positions is not None and min_positions > size.max_positions:
+        size = replace(size, max_positions=min_positions)
+    fields = {}
+    if isinstance(tokenizer_or_vocab_size, int):
+        vocab_size = tokenizer_or_vocab_size
+    else:
+        vocab_size = len(tokenizer_or_vocab_size)
+        fields.update(special_token_ids(tokenizer_or_vocab_size))
+    if labels is not None:
+        if overrides.get("num_labels", len(labels)) != len(labels):
+            raise ValueError(
+                f"num_labels={overrides['num_labels']} was given, but the data has {len(labels)} labels "
+                f"({', '.join(map(str, labels))}); leave num_labels out, it comes from the data."
+            )
+        fields.update(label_fields(labels))
+    config = sized_config(family, size, vocab_size, task, {**fields, **overrides})
     torch.manual_seed(seed)
     return prepare_model(TASKS[task].from_config(config))
 
@@ -167,3 +221,34 @@ def prepare_model(model: PreTrainedModel) -> PreTrainedModel:
     if isinstance(model.config, GPT2Config) and model.__class__.__name__ == "GPT2LMHeadModel":
         model.loss_type = "ForCausalLM"
     return model
+
+
+def position_limit(config: PreTrainedConfig) -> int | None:
+    """Longest sequence a model with learned positions accepts; None for recurrent models, which have no limit."""
+    return getattr(config, "max_position_embeddings", None)
+
+
+def shape(config: PreTrainedConfig) -> str:
+    """`layers x width`, the shape every table shows."""
+    return f"{config.num_hidden_layers} x {config.hidden_size}"
+
+
+def describe_model(model: PreTrainedModel) -> str:
+    """One line on what the model is, for model cards and logs."""
+    config = model.config
+    if config.model_type in RECURRENT_FAMILIES:
+        traits = [f"hidden size {config.hidden_size}", f"embedding size {config.embedding_size}"]
+        if config.bidirectional:
+            traits.append("bidirectional")
+        if config.tie_word_embeddings and hasattr(model, "lm_head"):
+            traits.append("tied input and output embeddings")
+        if config.model_type == "rnn":
+            traits.append(f"{config.nonlinearity} units")
+        return f"{config.num_hidden_layers}-layer {config.model_type.upper()} ({', '.join(traits)})"
+    if config.model_type in TRANSFORMER_CONFIGS:
+        name = {"gpt2": "GPT-2", "bert": "BERT"}[config.model_type]
+        return (
+            f"{name} ({config.num_hidden_layers} layers, width {config.hidden_size}, "
+            f"{config.num_attention_heads} heads)"
+        )
+    return config.model_type

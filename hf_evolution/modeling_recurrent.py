@@ -9,6 +9,7 @@ This file imports only torch, transformers and `.configuration_recurrent`, so `s
 code that loads where hf_evolution is not installed.
 """
 
+import copy
 import math
 
 import torch
@@ -26,7 +27,7 @@ from transformers.modeling_outputs import (
     SequenceClassifierOutputWithPast,
     TokenClassifierOutput,
 )
-from transformers.modeling_utils import PreTrainedModel
+from transformers.modeling_utils import PreTrainedModel, slice_logits_to_keep
 from transformers.utils import can_return_tuple
 
 from .configuration_recurrent import GRUConfig, LSTMConfig, RecurrentConfig, RNNConfig
@@ -51,10 +52,12 @@ def remote_code_auto_map(model_type: str) -> dict[str, str]:
 
 
 class RecurrentCache(DynamicCache):
-    """A `DynamicCache` of fixed-size recurrent states that also counts the tokens folded into them.
+    """A `DynamicCache` of fixed-size recurrent states (batch first, so beam search reorders them) that also counts the
+    tokens folded into them.
 
-    The count plays the part of a KV cache's length: `generate()` can continue from a returned cache given the full
-    sequence, as with GPT-2, and a sequence shorter than what the state has seen fails loudly instead of being fed twice.
+    The count plays the part of a KV cache's length: `generate()` can continue from a returned cache given the whole
+    sequence so far, as with GPT-2, and a sequence shorter than what the state has seen is refused instead of being fed
+    on top of it. `generate()` works on a copy of a cache it is given, so one cache can seed several continuations.
     """
 
     def __init__(self, config: RecurrentConfig):
@@ -68,20 +71,57 @@ class RecurrentCache(DynamicCache):
         super().reset()
         self.seen_tokens = 0
 
+    def layer_state(self, layer_idx: int) -> tuple[torch.Tensor, ...] | None:
+        """The (batch, hidden) states of one layer, or None before its first token."""
+        layer = self.layers[layer_idx]
+        if not layer.is_recurrent_states_initialized[0]:
+            return None
+        return tuple(layer.recurrent_states[index] for index in range(layer.number_of_states))
 
-def read_layer_state(cache: Cache | None, layer_idx: int, num_states: int) -> list[torch.Tensor] | None:
-    """The (batch, hidden) states of one layer, or None before the first token."""
-    if cache is None:
-        return None
-    states = [cache.get_recurrent_state(layer_idx, state_idx) for state_idx in range(num_states)]
-    return None if any(state is None for state in states) else states
+    def update_layer_state(self, layer_idx: int, states: tuple[torch.Tensor, ...]) -> None:
+        layer = self.layers[layer_idx]
+        for index, state in enumerate(states):
+            layer.update_recurrent_state(state, state_idx=index)
+            layer.has_previous_state[index] = True  # what `get_recurrent_state` and `has_previous_state` read
+
+    @property
+    def batch_size(self) -> int | None:
+        state = self.layer_state(0) if self.layers else None
+        return None if state is None else state[0].shape[0]
+
+    def copy(self, repeats: int = 1) -> "RecurrentCache":
+        """An independent copy; `repeats` > 1 repeats each row (for beams or several sequences per prompt)."""
+        copied = copy.deepcopy(self)
+        if repeats > 1:
+            for layer in copied.layers:
+                for index, state in layer.recurrent_states.items():
+                    if state is not None:
+                        layer.recurrent_states[index] = state.repeat_interleave(repeats, dim=0)
+        return copied
 
 
-def write_layer_state(cache: Cache, layer_idx: int, states: list[torch.Tensor]) -> None:
-    for state_idx, state in enumerate(states):
-        cache.update_recurrent_state(state, layer_idx, state_idx=state_idx)
-        # `LinearAttentionLayer` raises this flag only for conv states; without it the state would read back as None.
-        cache.layers[layer_idx].has_previous_state[state_idx] = True
+def check_token_ids(input_ids: torch.LongTensor, vocab_size: int) -> None:
+    smallest, largest = (int(value) for value in torch.aminmax(input_ids))
+    if smallest < 0 or largest >= vocab_size:
+        bad_id = smallest if smallest < 0 else largest
+        raise ValueError(
+            f"Token id {bad_id} is outside the vocabulary [0, {vocab_size}). Use the tokenizer the model was "
+            "trained with, or call `model.resize_token_embeddings(len(tokenizer))` after adding tokens."
+        )
+
+
+def check_cache(cache, batch_size: int) -> None:
+    """A cache of another kind or batch would fail deep inside torch, or silently mix rows: say what is expected."""
+    if not isinstance(cache, RecurrentCache):
+        raise ValueError(
+            f"A recurrent model keeps its state in a RecurrentCache, got {type(cache).__name__}. Leave `cache` unset "
+            "(the model makes one), or pass the cache a previous call returned."
+        )
+    if cache.batch_size is not None and cache.batch_size != batch_size:
+        raise ValueError(
+            f"The cache holds the state of {cache.batch_size} sequences but the input has {batch_size}; continue "
+            "from a cache with the batch it was made for."
+        )
 
 
 class LockedDropout(nn.Module):
@@ -124,11 +164,11 @@ class RecurrentLayer(GradientCheckpointingLayer):
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        cache: Cache | None = None,
+        cache: "RecurrentCache | None" = None,
     ) -> torch.Tensor:
         if self.training:  # generation calls this once per token: skip even the module call when it is a no-op
             hidden_states = self.input_dropout(hidden_states)
-        initial_states = read_layer_state(cache, self.layer_idx, self.num_states)
+        initial_states = cache.layer_state(self.layer_idx) if cache is not None else None
         hx = None
         if initial_states is not None:
             states = tuple(state.unsqueeze(0) for state in initial_states)
@@ -138,7 +178,7 @@ class RecurrentLayer(GradientCheckpointingLayer):
         output, final_state = self.run_recurrence(hidden_states, attention_mask, hx)
         if cache is not None:
             final_states = final_state if isinstance(final_state, tuple) else (final_state,)
-            write_layer_state(cache, self.layer_idx, [state[0] for state in final_states])
+            cache.update_layer_state(self.layer_idx, tuple(state[0] for state in final_states))
         return output
 
     def run_recurrence(self, inputs, attention_mask, hx):
@@ -182,12 +222,12 @@ def run_one_cpu_step(rnn, inputs, hx):
 
     oneDNN's LSTM is 2-3x faster over whole sequences but costs up to 14x more for a single step (one layer of 462
     units on one thread: 1.84 ms against 0.13 ms), so decoding would pay that at every token."""
-    enabled = torch._C._get_mkldnn_enabled()
-    torch._C._set_mkldnn_enabled(False)
+    enabled = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
     try:
         return rnn(inputs, hx)
     finally:
-        torch._C._set_mkldnn_enabled(enabled)
+        torch.backends.mkldnn.enabled = enabled
 
 
 def keep_initial_state(final_state, initial_state, rows: torch.Tensor):
@@ -283,21 +323,20 @@ class RecurrentModel(RecurrentPreTrainedModel):
         return nn.functional.embedding(input_ids, weight * keep)
 
     def check_input_ids(self, input_ids: torch.LongTensor) -> None:
-        """Fail with the offending id instead of an IndexError (or a device assert on GPU) from inside the embedding."""
+        """Fail with the offending id instead of an IndexError from inside the embedding.
+
+        The values are read on CPU tensors only: reading them on an accelerator would wait for the device at every
+        call, and so at every decoding step; `generate()` checks its prompt there once (see `check_token_ids`)."""
+        if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+            raise ValueError(f"`input_ids` must hold integer token ids, got a tensor of {input_ids.dtype}.")
         if input_ids.dim() != 2:
             raise ValueError(f"`input_ids` must have shape (batch, sequence), got {tuple(input_ids.shape)}.")
         if input_ids.numel() == 0:
             raise ValueError(
                 f"Empty input: `input_ids` has shape {tuple(input_ids.shape)}; give at least one token per sequence."
             )
-        vocab_size = self.embeddings.num_embeddings
-        smallest, largest = (int(value) for value in torch.aminmax(input_ids))
-        if smallest < 0 or largest >= vocab_size:
-            bad_id = smallest if smallest < 0 else largest
-            raise ValueError(
-                f"Token id {bad_id} is outside the vocabulary [0, {vocab_size}). Use the tokenizer the model was "
-                "trained with, or call `model.resize_token_embeddings(len(tokenizer))` after adding tokens."
-            )
+        if input_ids.device.type == "cpu":
+            check_token_ids(input_ids, self.embeddings.num_embeddings)
 
     @can_return_tuple
     def forward(
@@ -341,6 +380,8 @@ class RecurrentModel(RecurrentPreTrainedModel):
             )
         if use_cache and cache is None:
             cache = RecurrentCache(self.config)
+        if cache is not None:
+            check_cache(cache, inputs_embeds.shape[0])
         attention_mask = self.align_attention_mask(attention_mask, inputs_embeds.shape[:2], cache)
         if attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None  # no padding: every layer takes the plain kernel, checked once here
@@ -351,7 +392,7 @@ class RecurrentModel(RecurrentPreTrainedModel):
             hidden_states = layer(hidden_states, attention_mask=attention_mask, cache=cache if use_cache else None)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
-        if use_cache and isinstance(cache, RecurrentCache):
+        if use_cache:
             cache.seen_tokens += hidden_states.shape[1]
 
         return BaseModelOutputWithPast(
@@ -369,7 +410,7 @@ class RecurrentModel(RecurrentPreTrainedModel):
                 f"`attention_mask` must have shape (batch={batch_size}, length), got {tuple(attention_mask.shape)}."
             )
         mask_length = attention_mask.shape[1]
-        has_state = cache is not None and len(cache.layers) > 0 and cache.has_previous_state(0)
+        has_state = cache is not None and cache.seen_tokens > 0
         if mask_length < seq_length or (mask_length > seq_length and not has_state):
             raise ValueError(
                 f"`attention_mask` covers {mask_length} tokens but the input has {seq_length}; give one mask column per "
@@ -406,11 +447,37 @@ class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings):
         self.lm_head = new_embeddings
 
-    def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
-        """Generate with a `RecurrentCache`, whose token count lets a later call continue from it."""
-        if model_kwargs.get("cache") is None and generation_config.use_cache is not False:
+    def generate(self, inputs=None, *args, **kwargs):
+        """`GenerationMixin.generate`, with the prompt's token ids checked once on an accelerator, where the forward
+        does not read them (that would wait for the device at every step)."""
+        prompt = inputs if inputs is not None else kwargs.get("input_ids")
+        if isinstance(prompt, torch.Tensor) and prompt.device.type != "cpu" and not prompt.is_floating_point():
+            check_token_ids(prompt, self.config.vocab_size)
+        return super().generate(inputs, *args, **kwargs)
+
+    def _prepare_cache_for_generation(self, generation_config, model_kwargs, generation_mode, batch_size, *args):
+        """Generate with a `RecurrentCache`. A cache passed in is copied, so that it stays as it was and can seed
+        several continuations (a recurrent state cannot be rewound like a KV cache); it is repeated for beams."""
+        cache = model_kwargs.get("cache")
+        if cache is not None:
+            expand = max(generation_config.num_beams or 1, generation_config.num_return_sequences or 1)
+            check_cache(cache, cache.batch_size or batch_size)
+            if cache.batch_size not in (None, batch_size, batch_size * expand):
+                raise ValueError(
+                    f"The cache holds the state of {cache.batch_size} sequences but generate() was given {batch_size}; "
+                    "continue from a cache with the batch it was made for."
+                )
+            model_kwargs["cache"] = cache = cache.copy(expand if cache.batch_size == batch_size else 1)
+            mask_length = getattr(generation_config, "_mask_length", None)
+            if cache.seen_tokens > 0 and model_kwargs.get("attention_mask") is None and mask_length is not None:
+                # generate() dropped an all-ones mask, but its length says whether the input is the whole sequence
+                # or only its new tokens; the decoding steps drop it again.
+                model_kwargs["attention_mask"] = torch.ones(
+                    batch_size * expand, mask_length, dtype=torch.long, device=cache.layer_state(0)[0].device
+                )
+        elif generation_config.use_cache is not False:
             model_kwargs["cache"] = RecurrentCache(self.config)
-        return super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
+        return super()._prepare_cache_for_generation(generation_config, model_kwargs, generation_mode, batch_size, *args)
 
     def prepare_inputs_for_generation(
         self,
@@ -422,42 +489,33 @@ class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
         is_first_iteration=False,
         **kwargs,
     ):
-        """The inputs of one step: the tokens the state has not seen, and the attention mask only where it matters.
+        """The parent's inputs, with what a recurrent state needs on top.
 
-        Continuing from a returned cache: `generate()` does this by itself for a KV cache, whose length it can read; a
-        recurrent state has no length, so the count kept by `RecurrentCache` stands in for it. As with GPT-2, pass
-        either the whole sequence so far (e.g. `output.sequences`) or only the new tokens with the attention mask of the
-        whole sequence. Without a mask (`generate()` drops one of all ones), `input_ids` longer than what the state has
-        seen are taken as the whole sequence, shorter ones as new tokens.
+        Continuing from a cache: transformers slices the prompt by the cache length for KV caches only, so the count
+        kept by `RecurrentCache` stands in for it. As with GPT-2, pass the whole sequence so far (e.g.
+        `output.sequences`), or only the new tokens with the attention mask of the whole sequence.
 
-        Written out rather than inherited because it runs once per generated token: a decoding step feeds the single
-        token `generate()` just appended, which is never padding, so its mask is dropped (as Mamba does) and the step
-        costs about what a hand-written loop costs."""
-        if next_sequence_length is None and isinstance(cache, RecurrentCache) and cache.seen_tokens > 0:
-            length, seen = input_ids.shape[1], cache.seen_tokens
-            whole_sequence = length > seen if attention_mask is None else attention_mask.shape[1] == length
-            if whole_sequence and length <= seen:
-                raise ValueError(
-                    f"The cache already holds {seen} tokens but `input_ids` and `attention_mask` cover {length}. Pass "
-                    "the whole sequence so far (e.g. `output.sequences`), or only the new tokens together with the "
-                    "attention mask of the whole sequence."
-                )
-            if whole_sequence:
-                next_sequence_length = length - seen
-        unseen = slice(-next_sequence_length, None) if next_sequence_length is not None else slice(None)
-        if inputs_embeds is not None and is_first_iteration:  # embeddings stand for the prompt only
-            model_inputs = {"input_ids": None, "inputs_embeds": inputs_embeds[:, unseen]}
-        else:
-            model_inputs = {"input_ids": input_ids[:, unseen]}
-        decoding_step = next_sequence_length == 1 and not is_first_iteration and cache is not None
-        model_inputs["cache"] = cache
-        model_inputs["attention_mask"] = None if decoding_step else attention_mask
-        model_inputs.update((key, value) for key, value in kwargs.items() if key != "labels")
-        device = self.model.embeddings.weight.device
-        return {
-            key: value.to(device) if isinstance(value, torch.Tensor) and value.device != device else value
-            for key, value in model_inputs.items()
-        }
+        Decoding steps feed the one token `generate()` just appended, which is never padding, so their mask is
+        dropped (as Mamba does) and every layer takes the plain kernel. They skip the parent's general work (input
+        cloning, mask creation, remote-code checks), which costs about as much as a small model's step."""
+        if cache is not None and not is_first_iteration and next_sequence_length == 1:
+            step_ids = input_ids[:, -1:]
+            device = self.model.embeddings.weight.device
+            model_inputs = {"input_ids": step_ids if step_ids.device == device else step_ids.to(device), "cache": cache}
+            model_inputs.update((key, value) for key, value in kwargs.items() if key != "labels")
+            return model_inputs
+        if next_sequence_length is None and inputs_embeds is None and cache is not None and cache.seen_tokens > 0:
+            next_sequence_length = unseen_length(input_ids.shape[1], attention_mask, cache.seen_tokens)
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids,
+            next_sequence_length=next_sequence_length,
+            cache=cache,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            is_first_iteration=is_first_iteration,
+            **kwargs,
+        )
+        return model_inputs
 
     @can_return_tuple
     def forward(
@@ -486,9 +544,7 @@ class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
         )
-        hidden_states = outputs.last_hidden_state
-        kept = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        hidden_states = hidden_states[:, kept]
+        hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
         if self.training:
             hidden_states = self.output_dropout(hidden_states)
         if self.output_projection is not None:
@@ -503,6 +559,25 @@ class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
         )
 
 
+def unseen_length(length: int, attention_mask, seen: int) -> int:
+    """How many of `length` input tokens a state that has seen `seen` tokens has not read yet."""
+    mask_length = length if attention_mask is None else attention_mask.shape[1]
+    if mask_length == length:  # the whole sequence so far
+        if length <= seen:
+            raise ValueError(
+                f"The cache already holds {seen} tokens but `input_ids` and `attention_mask` cover {length}. Pass "
+                "the whole sequence so far (e.g. `output.sequences`), or only the new tokens together with the "
+                "attention mask of the whole sequence."
+            )
+        return length - seen
+    if mask_length != seen + length:
+        raise ValueError(
+            f"The cache holds {seen} tokens and `input_ids` has {length} new ones, but `attention_mask` covers "
+            f"{mask_length}; give the mask of the whole sequence ({seen + length} columns)."
+        )
+    return length
+
+
 def pool_sequence(hidden_states, attention_mask, mode: str, bidirectional: bool) -> torch.Tensor:
     """Summarise each sequence over its real tokens only ("last", "mean" or "max")."""
     if attention_mask is None:
@@ -510,8 +585,9 @@ def pool_sequence(hidden_states, attention_mask, mode: str, bidirectional: bool)
     is_real = attention_mask.bool().unsqueeze(-1)
     if mode == "mean":
         return (hidden_states * is_real).sum(dim=1) / is_real.sum(dim=1).clamp(min=1)
-    if mode == "max":
-        return hidden_states.masked_fill(~is_real, torch.finfo(hidden_states.dtype).min).max(dim=1).values
+    if mode == "max":  # a row of padding alone pools to zeros, as "mean" gives, not to the dtype's minimum
+        pooled = hidden_states.masked_fill(~is_real, torch.finfo(hidden_states.dtype).min).max(dim=1).values
+        return pooled.masked_fill(~is_real.any(dim=1), 0.0)
     positions = torch.arange(attention_mask.shape[1], device=hidden_states.device)
     rows = torch.arange(hidden_states.shape[0], device=hidden_states.device)
     last = (positions * attention_mask.bool()).argmax(dim=1)
@@ -657,3 +733,25 @@ class GRUForSequenceClassification(RecurrentForSequenceClassification):
 
 class GRUForTokenClassification(RecurrentForTokenClassification):
     config_class = GRUConfig
+
+
+__all__ = [
+    "RecurrentCache",
+    "RecurrentPreTrainedModel",
+    "RecurrentModel",
+    "RecurrentForCausalLM",
+    "RecurrentForSequenceClassification",
+    "RecurrentForTokenClassification",
+    "RNNModel",
+    "RNNForCausalLM",
+    "RNNForSequenceClassification",
+    "RNNForTokenClassification",
+    "LSTMModel",
+    "LSTMForCausalLM",
+    "LSTMForSequenceClassification",
+    "LSTMForTokenClassification",
+    "GRUModel",
+    "GRUForCausalLM",
+    "GRUForSequenceClassification",
+    "GRUForTokenClassification",
+]
