@@ -1,27 +1,14 @@
-"""Shared helpers for the benchmarks: timing, result files and the PASS/FAIL table."""
+"""Shared helpers for the benchmarks: interleaved timing, result files and the PASS/FAIL table (the fastest-of-N timer,
+the environment record and atomic files come from `hf_evolution.runs`)."""
 
 import argparse
-import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
-import torch
+from hf_evolution.runs import environment, write_json
 
 RESULTS_DIR = Path(__file__).parent / "results"
-
-
-def best_time(fn, repeats: int = 5, warmup: int = 1) -> float:
-    """The fastest of `repeats` runs: noise on a shared machine only ever adds time."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def interleaved_times(fns: dict, repeats: int = 5, warmup: int = 1) -> dict[str, float]:
@@ -38,16 +25,6 @@ def interleaved_times(fns: dict, repeats: int = 5, warmup: int = 1) -> dict[str,
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def machine() -> dict:
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
-    return {
-        "device": device,
-        "cpu_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
-
-
 def check(name: str, value: float, target: float, higher_is_better: bool, unit: str = "x") -> dict:
     passed = value >= target if higher_is_better else value <= target
     return {
@@ -62,8 +39,7 @@ def write_results(name: str, payload: dict, smoke: bool = False) -> Path:
     """benchmarks/results/<name>.json, or <name>_smoke.json for the tiny sizes, so a smoke run never hides a full one."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}{'_smoke' if smoke else ''}.json"
-    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
-    return path
+    return write_json(path, {"machine": environment(), **payload})
 
 
 def print_checks(title: str, checks: list[dict]) -> None:

@@ -32,17 +32,26 @@ def main(smoke: bool = False) -> dict:
         cached = time.perf_counter() - start
     tokens = sum(len(split) for split in blocks.values()) * 128
     ratio = first / tokenizer_alone
-    print(f"Tokenise and pack {len(texts)} documents (~{tokens:,} tokens in blocks of 128, byte-level BPE "
-          f"{len(tokenizer)} tokens)")  # fmt: skip
-    print(f"  tokenizer alone {tokenizer_alone:.2f} s, tokenise + pack {first:.2f} s (x{ratio:.2f}), "
-          f"again from cache {cached:.3f} s")  # fmt: skip
+    print(
+        f"Tokenise and pack {len(texts)} documents (~{tokens:,} tokens in blocks of 128, byte-level BPE "
+        f"{len(tokenizer)} tokens)"
+    )
+    print(
+        f"  tokenizer alone {tokenizer_alone:.2f} s, tokenise + pack {first:.2f} s (x{ratio:.2f}), "
+        f"again from cache {cached:.3f} s"
+    )
     checks = [
         check("tokenise + pack / tokenizer alone", ratio, 2.0, False),
         check("second run from the cache (seconds)", cached, 1.0, False, unit=" s"),
     ]
     print_checks("Data pipeline", checks)
-    payload = {"documents": len(texts), "tokenizer_alone_s": round(tokenizer_alone, 3), "first_s": round(first, 3),
-               "cached_s": round(cached, 4), "checks": checks}  # fmt: skip
+    payload = {
+        "documents": len(texts),
+        "tokenizer_alone_s": round(tokenizer_alone, 3),
+        "first_s": round(first, 3),
+        "cached_s": round(cached, 4),
+        "checks": checks,
+    }
     write_results("data_pipeline", payload, smoke=smoke)
     return payload
 

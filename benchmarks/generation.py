@@ -11,24 +11,14 @@
 """
 
 import torch
-from common import best_time, check, print_checks, run_from_command_line, write_results
-from transformers import AutoModelForCausalLM, DynamicCache
+from common import check, print_checks, run_from_command_line, write_results
+from transformers import DynamicCache
 
-from hf_evolution import LSTMConfig
-from hf_evolution.families import SIZES, matched_config
+from hf_evolution.families import build_model
 from hf_evolution.modeling_recurrent import run_one_cpu_step
+from hf_evolution.runs import best_time, cache_bytes
 
 VOCAB = 10_000
-
-
-def cache_bytes(cache) -> int:
-    """Bytes of every tensor a cache holds: recurrent states, or keys and values."""
-    total = 0
-    for layer in cache.layers:
-        tensors = [getattr(layer, "keys", None), getattr(layer, "values", None)]
-        tensors += list(getattr(layer, "recurrent_states", {}).values())
-        total += sum(t.nelement() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
-    return total
 
 
 @torch.no_grad()
@@ -88,10 +78,9 @@ def per_token_seconds(model, prompt, new_tokens, repeats) -> float:
 def main(smoke: bool = False) -> dict:
     torch.manual_seed(0)
     repeats = 2 if smoke else 5
-    size = SIZES["tiny"] if smoke else SIZES["medium"]
-    size = type(size)(**{**size.__dict__, "max_positions": 4096})
-    lstm = AutoModelForCausalLM.from_config(matched_config("lstm", size, VOCAB)).eval()
-    gpt2 = AutoModelForCausalLM.from_config(matched_config("gpt2", size, VOCAB)).eval()
+    size = "tiny" if smoke else "medium"
+    lstm = build_model("lstm", "lm", size, VOCAB, min_positions=4096).eval()
+    gpt2 = build_model("gpt2", "lm", size, VOCAB, min_positions=4096).eval()
     new_tokens = 16 if smoke else 64
     checks, payload = [], {}
 
@@ -108,20 +97,30 @@ def main(smoke: bool = False) -> dict:
             same = best_time(lambda: hand_written_greedy(lstm, prompt, new_tokens, True), repeats=repeats)
             forward = best_time(lambda: forward_per_token(lstm, prompt, new_tokens), repeats=repeats)
         ratio = hand / ours  # tokens/s of generate() over tokens/s of the loop
-        loop_rows.append({
-            "batch": batch,
-            "generate_tokens_per_s": round(batch * new_tokens / ours, 1),
-            "hand_loop_tokens_per_s": round(batch * new_tokens / hand, 1),
-            "ratio": round(ratio, 3),
-            "ratio_same_kernel": round(same / ours, 3),
-            "ms_per_step": {"hand_loop": round(hand / new_tokens * 1000, 3),
-                            "hand_loop_same_kernel": round(same / new_tokens * 1000, 3),
-                            "our_forward_per_token": round(forward / new_tokens * 1000, 3),
-                            "generate": round(ours / new_tokens * 1000, 3)},
-        })  # fmt: skip
+        loop_rows.append(
+            {
+                "batch": batch,
+                "generate_tokens_per_s": round(batch * new_tokens / ours, 1),
+                "hand_loop_tokens_per_s": round(batch * new_tokens / hand, 1),
+                "ratio": round(ratio, 3),
+                "ratio_same_kernel": round(same / ours, 3),
+                "ms_per_step": {
+                    "hand_loop": round(hand / new_tokens * 1000, 3),
+                    "hand_loop_same_kernel": round(same / new_tokens * 1000, 3),
+                    "our_forward_per_token": round(forward / new_tokens * 1000, 3),
+                    "generate": round(ours / new_tokens * 1000, 3),
+                },
+            }
+        )
         checks.append(check(f"generate() / hand-written loop tokens/s, batch {batch}", ratio, 0.9, True))
-        checks.append(check(f"generate() / hand-written loop on the same kernel (overhead alone), batch {batch}",
-                            same / ours, 0.9, True))  # fmt: skip
+        checks.append(
+            check(
+                f"generate() / hand-written loop on the same kernel (overhead alone), batch {batch}",
+                same / ours,
+                0.9,
+                True,
+            )
+        )
     payload["generate_vs_hand_loop"] = loop_rows
 
     # 2. Per-token time against context length, with GPT-2 for contrast.
@@ -135,58 +134,83 @@ def main(smoke: bool = False) -> dict:
             with torch.no_grad():
                 cache = DynamicCache(config=model.config) if name == "gpt2" else None
                 sizes[context] = cache_bytes(model(prompt, cache=cache, use_cache=True).cache)
-        context_rows.append({
-            "model": name,
-            "shape": f"{model.config.num_hidden_layers} x {getattr(model.config, 'hidden_size', None)}",
-            f"per_token_ms_{short}": round(times[short] * 1000, 3),
-            f"per_token_ms_{long}": round(times[long] * 1000, 3),
-            "time_ratio": round(times[long] / times[short], 3),
-            f"cache_bytes_{short}": sizes[short],
-            f"cache_bytes_{long}": sizes[long],
-        })  # fmt: skip
-    checks.append(check(f"LSTM per-token time, {long} / {short} tokens of context", context_rows[0]["time_ratio"],
-                        1.15, False))  # fmt: skip
+        context_rows.append(
+            {
+                "model": name,
+                "shape": f"{model.config.num_hidden_layers} x {getattr(model.config, 'hidden_size', None)}",
+                f"per_token_ms_{short}": round(times[short] * 1000, 3),
+                f"per_token_ms_{long}": round(times[long] * 1000, 3),
+                "time_ratio": round(times[long] / times[short], 3),
+                f"cache_bytes_{short}": sizes[short],
+                f"cache_bytes_{long}": sizes[long],
+            }
+        )
+    checks.append(
+        check(f"LSTM per-token time, {long} / {short} tokens of context", context_rows[0]["time_ratio"], 1.15, False)
+    )
     payload["context"] = context_rows
 
     # 3. Cached against uncached speed, and the state size of a Zaremba-medium LSTM.
     hidden = 64 if smoke else 650
-    zaremba = AutoModelForCausalLM.from_config(LSTMConfig(vocab_size=VOCAB, hidden_size=hidden)).eval()
+    zaremba = build_model("lstm", "lm", "small", VOCAB, hidden_size=hidden, embedding_size=hidden).eval()
     prompt = torch.randint(0, VOCAB, (1, 16))
     speed_rows = []
     for count in (8, 32) if smoke else (64, 512):
         with torch.no_grad():
             cached = best_time(lambda: greedy(zaremba, prompt, count), repeats=max(1, repeats // 2))
             uncached = best_time(lambda: greedy(zaremba, prompt, count, use_cache=False), repeats=1)
-        speed_rows.append({"new_tokens": count, "cached_tokens_per_s": round(count / cached, 1),
-                           "uncached_tokens_per_s": round(count / uncached, 1), "speedup": round(uncached / cached, 2)})  # fmt: skip
+        speed_rows.append(
+            {
+                "new_tokens": count,
+                "cached_tokens_per_s": round(count / cached, 1),
+                "uncached_tokens_per_s": round(count / uncached, 1),
+                "speedup": round(uncached / cached, 2),
+            }
+        )
     state_sizes = {}
     for context in (128, 512) if smoke else (1024, 8192):
         with torch.no_grad():
             state_sizes[context] = cache_bytes(zaremba(torch.randint(0, VOCAB, (1, context))).cache)
     expected = 2 * 2 * hidden * 4  # layers x (h, c) x hidden x float32
-    checks.append({"name": "LSTM state bytes constant in context length", "value": sorted(set(state_sizes.values())),
-                   "target": f"[{expected}]", "passed": set(state_sizes.values()) == {expected}})  # fmt: skip
+    checks.append(
+        {
+            "name": "LSTM state bytes constant in context length",
+            "value": sorted(set(state_sizes.values())),
+            "target": f"[{expected}]",
+            "passed": set(state_sizes.values()) == {expected},
+        }
+    )
     payload["cached_vs_uncached"] = speed_rows
     payload["state_bytes"] = {str(k): v for k, v in state_sizes.items()}
 
-    print(f"generate() vs a hand-written cached loop (LSTM {lstm.config.num_hidden_layers} x "
-          f"{lstm.config.hidden_size}, vocab {VOCAB}, {new_tokens} new tokens, best of {repeats})")  # fmt: skip
+    print(
+        f"generate() vs a hand-written cached loop (LSTM {lstm.config.num_hidden_layers} x "
+        f"{lstm.config.hidden_size}, vocab {VOCAB}, {new_tokens} new tokens, best of {repeats})"
+    )
     for row in loop_rows:
         steps = row["ms_per_step"]
-        print(f"  batch {row['batch']}: generate {row['generate_tokens_per_s']} tok/s, loop "
-              f"{row['hand_loop_tokens_per_s']} tok/s, ratio {row['ratio']} (on the same kernel "
-              f"{row['ratio_same_kernel']}); ms per step: hand loop {steps['hand_loop']}, on the same kernel "
-              f"{steps['hand_loop_same_kernel']}, our forward per token {steps['our_forward_per_token']}, "
-              f"generate() {steps['generate']}")  # fmt: skip
-    print(f"Per-token decoding time and cache size at {short} and {long} tokens of context (equal non-embedding "
-          "parameters)")  # fmt: skip
+        print(
+            f"  batch {row['batch']}: generate {row['generate_tokens_per_s']} tok/s, loop "
+            f"{row['hand_loop_tokens_per_s']} tok/s, ratio {row['ratio']} (on the same kernel "
+            f"{row['ratio_same_kernel']}); ms per step: hand loop {steps['hand_loop']}, on the same kernel "
+            f"{steps['hand_loop_same_kernel']}, our forward per token {steps['our_forward_per_token']}, "
+            f"generate() {steps['generate']}"
+        )
+    print(
+        f"Per-token decoding time and cache size at {short} and {long} tokens of context (equal non-embedding "
+        "parameters)"
+    )
     for row in context_rows:
-        print(f"  {row['model']:5s} {row[f'per_token_ms_{short}']:.2f} ms -> {row[f'per_token_ms_{long}']:.2f} ms "
-              f"(x{row['time_ratio']}), cache {row[f'cache_bytes_{short}']:,} B -> {row[f'cache_bytes_{long}']:,} B")  # fmt: skip
+        print(
+            f"  {row['model']:5s} {row[f'per_token_ms_{short}']:.2f} ms -> {row[f'per_token_ms_{long}']:.2f} ms "
+            f"(x{row['time_ratio']}), cache {row[f'cache_bytes_{short}']:,} B -> {row[f'cache_bytes_{long}']:,} B"
+        )
     print(f"Cached vs uncached (2-layer LSTM, hidden {hidden})")
     for row in speed_rows:
-        print(f"  {row['new_tokens']} new tokens: cached {row['cached_tokens_per_s']} tok/s, uncached "
-              f"{row['uncached_tokens_per_s']} tok/s ({row['speedup']}x)")  # fmt: skip
+        print(
+            f"  {row['new_tokens']} new tokens: cached {row['cached_tokens_per_s']} tok/s, uncached "
+            f"{row['uncached_tokens_per_s']} tok/s ({row['speedup']}x)"
+        )
     for context, size in state_sizes.items():
         print(f"  state after {context} tokens of context: {size:,} bytes")
     print_checks("Generation", checks)

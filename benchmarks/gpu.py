@@ -9,9 +9,8 @@ import time
 
 import torch
 from common import check, print_checks, run_from_command_line, write_results
-from transformers import AutoModelForCausalLM
 
-from hf_evolution.families import SIZES, matched_config
+from hf_evolution.families import build_model
 
 VOCAB = 10_000
 
@@ -39,10 +38,10 @@ def main(smoke: bool = False) -> dict:
         write_results("gpu", payload, smoke=smoke)
         return payload
     torch.manual_seed(0)
-    size = SIZES["small" if smoke else "base"]
+    size = "small" if smoke else "base"
     batch, length, steps = (8, 128, 5) if smoke else (32, 512, 30)
-    lstm = AutoModelForCausalLM.from_config(matched_config("lstm", size, VOCAB)).cuda().train()
-    gpt2 = AutoModelForCausalLM.from_config(matched_config("gpt2", size, VOCAB)).cuda().train()
+    lstm = build_model("lstm", "lm", size, VOCAB).cuda().train()
+    gpt2 = build_model("gpt2", "lm", size, VOCAB).cuda().train()
     ids = torch.randint(0, VOCAB, (batch, length), device="cuda")
 
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
@@ -60,23 +59,38 @@ def main(smoke: bool = False) -> dict:
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
 
-    speeds = {name: training_tokens_per_second(model, batch, length, steps) for name, model in
-              (("lstm", lstm), ("gpt2", gpt2))}  # fmt: skip
+    speeds = {
+        name: training_tokens_per_second(model, batch, length, steps)
+        for name, model in (("lstm", lstm), ("gpt2", gpt2))
+    }
     checks = [
-        {"name": "cuDNN kernels run the LSTM", "value": len(cudnn), "target": ">= 1 cuDNN kernel",
-         "passed": bool(cudnn)},
-        {"name": "bf16 autocast trains (loss finite and falling)", "value": round(losses[-1], 3),
-         "target": f"< {round(losses[0], 3)}", "passed": all(map(torch.isfinite, map(torch.tensor, losses)))
-         and losses[-1] < losses[0]},
-        check("LSTM / GPT-2 training tokens per second (recorded, no target)", speeds["lstm"] / speeds["gpt2"], 0.0,
-              True),
-    ]  # fmt: skip
+        {
+            "name": "cuDNN kernels run the LSTM",
+            "value": len(cudnn),
+            "target": ">= 1 cuDNN kernel",
+            "passed": bool(cudnn),
+        },
+        {
+            "name": "bf16 autocast trains (loss finite and falling)",
+            "value": round(losses[-1], 3),
+            "target": f"< {round(losses[0], 3)}",
+            "passed": all(map(torch.isfinite, map(torch.tensor, losses))) and losses[-1] < losses[0],
+        },
+        check(
+            "LSTM / GPT-2 training tokens per second (recorded, no target)", speeds["lstm"] / speeds["gpt2"], 0.0, True
+        ),
+    ]
     print(f"GPU: {torch.cuda.get_device_name(0)}; cuDNN kernels: {cudnn[:3]}")
     print(f"  bf16 training loss {losses[0]:.3f} -> {losses[-1]:.3f}")
     print(f"  training tok/s at batch {batch} x {length}: LSTM {speeds['lstm']:,.0f}, GPT-2 {speeds['gpt2']:,.0f}")
     print_checks("GPU path", checks)
-    payload = {"device": torch.cuda.get_device_name(0), "cudnn_kernels": cudnn[:10], "bf16_losses": losses,
-               "training_tokens_per_s": speeds, "checks": checks}  # fmt: skip
+    payload = {
+        "device": torch.cuda.get_device_name(0),
+        "cudnn_kernels": cudnn[:10],
+        "bf16_losses": losses,
+        "training_tokens_per_s": speeds,
+        "checks": checks,
+    }
     write_results("gpu", payload, smoke=smoke)
     return payload
 

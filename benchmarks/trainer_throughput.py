@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 from common import check, print_checks, run_from_command_line, write_results
 from torch.utils.data import DataLoader
-from transformers import AutoModelForCausalLM, default_data_collator, get_linear_schedule_with_warmup
+from transformers import default_data_collator, get_linear_schedule_with_warmup
 
 from hf_evolution.data import load_corpus, pack_for_lm
-from hf_evolution.families import matched_config, special_token_ids
+from hf_evolution.families import build_model
 from hf_evolution.tokenization import load_tokenizer
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -56,28 +56,65 @@ def main(smoke: bool = False) -> dict:
         trainer_tokens_per_s = []
         for family in ("lstm",):
             output = Path(folder) / family
-            results = run_clm.main([
-                "--model_type", family, "--size", size, "--output_dir", str(output), "--do_train",
-                "--max_steps", str(steps), "--per_device_train_batch_size", str(batch), "--block_size", str(block),
-                "--learning_rate", str(learning_rate), "--lr_scheduler_type", "linear", "--weight_decay", "0",
-                "--sample_tokens", "0", "--save_strategy", "no", "--logging_steps", "50", "--report_to", "none",
-                "--disable_tqdm", "true", "--seed", "0",
-            ])  # fmt: skip
+            results = run_clm.main(
+                [
+                    "--model_type",
+                    family,
+                    "--size",
+                    size,
+                    "--output_dir",
+                    str(output),
+                    "--do_train",
+                    "--max_steps",
+                    str(steps),
+                    "--per_device_train_batch_size",
+                    str(batch),
+                    "--block_size",
+                    str(block),
+                    "--learning_rate",
+                    str(learning_rate),
+                    "--lr_scheduler_type",
+                    "linear",
+                    "--weight_decay",
+                    "0",
+                    "--sample_tokens",
+                    "0",
+                    "--save_strategy",
+                    "no",
+                    "--logging_steps",
+                    "50",
+                    "--report_to",
+                    "none",
+                    "--disable_tqdm",
+                    "true",
+                    "--seed",
+                    "0",
+                ]
+            )
             trainer_tokens_per_s.append(results["train_tokens_per_second"])
             tokenizer = load_tokenizer(output)
             corpus = load_corpus("bbc-news")
             blocks = pack_for_lm(corpus["train"], tokenizer, block)
-            torch.manual_seed(0)
-            config = matched_config(family, size, len(tokenizer), "lm", **special_token_ids(tokenizer))
-            model = AutoModelForCausalLM.from_config(config)
+            model = build_model(family, "lm", size, tokenizer)
             plain_tokens_per_s = plain_loop(model, blocks, batch, steps, learning_rate)
     ratio = trainer_tokens_per_s[0] / plain_tokens_per_s
-    rows = [{"family": "lstm", "size": size, "batch": batch, "block": block, "steps": steps,
-             "trainer_tokens_per_s": round(trainer_tokens_per_s[0], 1),
-             "plain_tokens_per_s": round(plain_tokens_per_s, 1), "ratio": round(ratio, 3)}]  # fmt: skip
+    rows = [
+        {
+            "family": "lstm",
+            "size": size,
+            "batch": batch,
+            "block": block,
+            "steps": steps,
+            "trainer_tokens_per_s": round(trainer_tokens_per_s[0], 1),
+            "plain_tokens_per_s": round(plain_tokens_per_s, 1),
+            "ratio": round(ratio, 3),
+        }
+    ]
     print(f"Training throughput, LSTM at size {size}, batch {batch} x {block} tokens, {steps} steps")
-    print(f"  Trainer (run_clm.py) {rows[0]['trainer_tokens_per_s']} tok/s, plain loop "
-          f"{rows[0]['plain_tokens_per_s']} tok/s, ratio {rows[0]['ratio']}")  # fmt: skip
+    print(
+        f"  Trainer (run_clm.py) {rows[0]['trainer_tokens_per_s']} tok/s, plain loop "
+        f"{rows[0]['plain_tokens_per_s']} tok/s, ratio {rows[0]['ratio']}"
+    )
     checks = [check("Trainer / plain loop tokens per second", ratio, 0.9, True)]
     print_checks("Training throughput", checks)
     payload = {"rows": rows, "checks": checks}

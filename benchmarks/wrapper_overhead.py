@@ -8,7 +8,7 @@ import torch
 from common import check, interleaved_times, print_checks, run_from_command_line, write_results
 from torch import nn
 
-from hf_evolution import FAMILIES
+from hf_evolution.families import build_model
 
 TARGET = 1.05
 
@@ -30,15 +30,11 @@ class PlainLanguageModel(nn.Module):
 
 
 def ours(family: str, vocab_size: int, hidden_size: int, num_layers: int):
-    config = FAMILIES[family][0](
-        vocab_size=vocab_size,
-        hidden_size=hidden_size,
-        num_hidden_layers=num_layers,
-        input_dropout=0.0,
-        hidden_dropout=0.0,
-        tie_word_embeddings=False,
+    """Our causal LM at the plain network's sizes: the builder with every shape field given, dropout off, untied."""
+    fields = dict(hidden_size=hidden_size, embedding_size=hidden_size, num_hidden_layers=num_layers)
+    return build_model(
+        family, "lm", "small", vocab_size, input_dropout=0.0, hidden_dropout=0.0, tie_word_embeddings=False, **fields
     )
-    return FAMILIES[family][2](config)
 
 
 def main(smoke: bool = False) -> dict:
@@ -61,17 +57,30 @@ def main(smoke: bool = False) -> dict:
 
         times = interleaved_times({"plain": step_plain, "ours": step_ours}, repeats=repeats)
         ratio = times["ours"] / times["plain"]
-        rows.append({"family": family, "plain_s": round(times["plain"], 4), "ours_s": round(times["ours"], 4),
-                     "ratio": round(ratio, 3)})  # fmt: skip
+        rows.append(
+            {
+                "family": family,
+                "plain_s": round(times["plain"], 4),
+                "ours_s": round(times["ours"], 4),
+                "ratio": round(ratio, 3),
+            }
+        )
         checks.append(check(f"{family} training step, ours / plain PyTorch", ratio, TARGET, higher_is_better=False))
-    print(f"Training step (forward + backward), batch {batch} x {length} tokens, hidden {hidden}, {layers} layers, "
-          f"vocab {vocab}, median of {repeats} interleaved runs")  # fmt: skip
+    print(
+        f"Training step (forward + backward), batch {batch} x {length} tokens, hidden {hidden}, {layers} layers, "
+        f"vocab {vocab}, median of {repeats} interleaved runs"
+    )
     for row in rows:
-        print(f"  {row['family']:5s} plain {row['plain_s'] * 1000:8.1f} ms   ours {row['ours_s'] * 1000:8.1f} ms   "
-              f"ratio {row['ratio']:.3f}")  # fmt: skip
+        print(
+            f"  {row['family']:5s} plain {row['plain_s'] * 1000:8.1f} ms   ours {row['ours_s'] * 1000:8.1f} ms   "
+            f"ratio {row['ratio']:.3f}"
+        )
     print_checks("Wrapper overhead", checks)
-    payload = {"sizes": {"batch": batch, "length": length, "hidden": hidden, "layers": layers, "vocab": vocab},
-               "rows": rows, "checks": checks}  # fmt: skip
+    payload = {
+        "sizes": {"batch": batch, "length": length, "hidden": hidden, "layers": layers, "vocab": vocab},
+        "rows": rows,
+        "checks": checks,
+    }
     write_results("wrapper_overhead", payload, smoke=smoke)
     return payload
 

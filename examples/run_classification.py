@@ -11,16 +11,16 @@ classifier with only the new head initialised. Reports accuracy and macro F1 and
 """
 
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import confusion_matrix
-from transformers import AutoConfig, AutoModelForSequenceClassification, HfArgumentParser, set_seed
+from transformers import HfArgumentParser, set_seed
 
 import hf_evolution  # noqa: F401  (registers rnn, lstm and gru with the Auto classes)
 from hf_evolution.data import tokenize_for_classification
-from hf_evolution.families import MODEL_FAMILIES, SIZES, check_family, matched_config, special_token_ids
 from hf_evolution.metrics import classification_compute_metrics
 from hf_evolution.reporting import plot_confusion_matrix
 from hf_evolution.training import (
@@ -28,13 +28,16 @@ from hf_evolution.training import (
     EvolutionTrainingArguments,
     ScriptDataArguments,
     ScriptModelArguments,
+)
+from hf_evolution.training.scripts import (
+    check_arguments,
     check_hub_access,
-    close_distributed,
     command_line,
-    fit_embeddings_to_tokenizer,
+    discarded_on_failure,
     load_script_data,
-    parse_config_overrides,
-    resolve_output_dir,
+    open_output_dir,
+    run_script,
+    script_model,
     setup_logging,
     take_first,
 )
@@ -62,65 +65,21 @@ class DataTrainingArguments(ScriptDataArguments):
     max_seq_length: int = field(default=256, metadata={"help": "Tokens kept from the start of each document."})
 
 
-def build_model(model_args: ModelArguments, tokenizer, label_names: list[str]):
-    labels = {
-        "num_labels": len(label_names),
-        "id2label": dict(enumerate(label_names)),
-        "label2id": {name: i for i, name in enumerate(label_names)},
-    }
-    if model_args.model_name_or_path is not None:
-        if model_args.config_overrides:
-            raise ValueError("--config_overrides applies to models trained from scratch, not to --model_name_or_path.")
-        check_checkpoint_labels(model_args, len(label_names))
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_args.model_name_or_path,
-            trust_remote_code=model_args.trust_remote_code,
-            ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
-            **labels,
-        )
-    elif model_args.model_type is not None:
-        if model_args.size not in SIZES:
-            raise ValueError(f"Unknown --size {model_args.size!r}; choose one of {', '.join(SIZES)}.")
-        overrides = parse_config_overrides(model_args.config_overrides)
-        if overrides.get("num_labels", len(label_names)) != len(label_names):
-            raise ValueError(
-                f"num_labels={overrides['num_labels']} in --config_overrides, but the data has {len(label_names)} "
-                f"labels ({', '.join(label_names)}); leave num_labels out, it comes from the data."
-            )
-        overrides.pop("num_labels", None)
-        fields = {**special_token_ids(tokenizer), **labels, **overrides}
-        config = matched_config(model_args.model_type, model_args.size, len(tokenizer), "classify", **fields)
-        model = AutoModelForSequenceClassification.from_config(config)
-    else:
-        raise ValueError("Give --model_name_or_path (a checkpoint) or --model_type (to train from scratch).")
-    if model.config.pad_token_id is None:  # GPT-2 finds each row's last token through the pad id
-        model.config.pad_token_id = tokenizer.pad_token_id
-    fit_embeddings_to_tokenizer(model, tokenizer, logger)
-    return model
-
-
-def check_checkpoint_labels(model_args: ModelArguments, num_labels: int) -> None:
-    """A classifier checkpoint trained on other labels would silently keep a wrong head: refuse it unless told."""
-    config = AutoConfig.from_pretrained(model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code)
-    is_classifier = any(name.endswith("ForSequenceClassification") for name in config.architectures or [])
-    if is_classifier and config.num_labels != num_labels and not model_args.ignore_mismatched_sizes:
-        raise ValueError(
-            f"{model_args.model_name_or_path} is a classifier for {config.num_labels} labels but the data has "
-            f"{num_labels}. Pass --ignore_mismatched_sizes to replace its head, or use data with its labels."
-        )
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, EvolutionTrainingArguments))
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     setup_logging(training_args, logger)
 
-    checkpoint = resolve_output_dir(training_args)
+    # Everything that can be wrong with the arguments fails here, before the output folder, data or training.
+    check_arguments(model_args, data_args, task="classify")
     check_hub_access(training_args)
-    if model_args.model_name_or_path is None and model_args.model_type is not None:
-        check_family(model_args.model_type, MODEL_FAMILIES)
-    set_seed(training_args.seed)
+    run_folder, checkpoint = open_output_dir(training_args, model_args, data_args)
+    with discarded_on_failure(run_folder):  # a failure before any checkpoint leaves the folder as it was
+        return train_and_evaluate(model_args, data_args, training_args, run_folder, checkpoint)
 
+
+def train_and_evaluate(model_args, data_args, training_args, run_folder, checkpoint) -> dict:
+    set_seed(training_args.seed)
     corpus, tokenizer, tokenizer_description = load_script_data(
         model_args, data_args, training_args, label_column=data_args.label_column
     )
@@ -129,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"{data_args.train_file or data_args.dataset_name} has no label column; name it with --label_column."
         )
     label_names = corpus["train"].features["label"].names
-    model = build_model(model_args, tokenizer, label_names)
+    model = script_model(model_args, tokenizer, task="classify", seed=training_args.seed, label_names=label_names)
 
     with training_args.main_process_first(desc="tokenising"):
         encoded = tokenize_for_classification(
@@ -152,6 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
             "tokenizer": tokenizer_description,
             "command": command_line(),
         },
+        run_folder=run_folder,
     )
 
     results = {}
@@ -189,9 +149,10 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.push_to_hub()
     else:
         trainer.save_model()
+    if run_folder is not None:
+        run_folder.claim_listing()
     return results
 
 
 if __name__ == "__main__":
-    main()
-    close_distributed()
+    sys.exit(run_script(main, "run_classification.py"))

@@ -15,31 +15,27 @@ import sys
 from dataclasses import dataclass, field
 
 import torch
-from transformers import AutoModelForCausalLM, HfArgumentParser, default_data_collator, set_seed
+from transformers import HfArgumentParser, default_data_collator, set_seed
 
 import hf_evolution  # noqa: F401  (registers rnn, lstm and gru with the Auto classes)
 from hf_evolution.data import corpus_stats, pack_for_lm
-from hf_evolution.families import (
-    CAUSAL_FAMILIES,
-    SIZES,
-    check_family,
-    matched_config,
-    prepare_model,
-    special_token_ids,
-)
+from hf_evolution.families import CAUSAL_FAMILIES, position_limit
 from hf_evolution.metrics import lm_metrics
 from hf_evolution.training import (
     EvolutionTrainer,
     EvolutionTrainingArguments,
     ScriptDataArguments,
     ScriptModelArguments,
+)
+from hf_evolution.training.scripts import (
+    check_arguments,
     check_hub_access,
-    close_distributed,
     command_line,
-    fit_embeddings_to_tokenizer,
+    discarded_on_failure,
     load_script_data,
-    parse_config_overrides,
-    resolve_output_dir,
+    open_output_dir,
+    run_script,
+    script_model,
     setup_logging,
     take_first,
 )
@@ -65,42 +61,24 @@ class DataTrainingArguments(ScriptDataArguments):
     sample_tokens: int = field(default=40, metadata={"help": "Length of that sample (0: no sample)."})
 
 
-def build_model(model_args: ModelArguments, tokenizer):
-    """From a checkpoint, or from scratch at a matched size; either way sized to the tokenizer's vocabulary."""
-    if model_args.model_name_or_path is not None:
-        if model_args.config_overrides:
-            raise ValueError("--config_overrides applies to models trained from scratch, not to --model_name_or_path.")
-        model = AutoModelForCausalLM.from_pretrained(
-            model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code, dtype=model_args.dtype
-        )
-    elif model_args.model_type is not None:
-        check_family(model_args.model_type, CAUSAL_FAMILIES)
-        if model_args.size not in SIZES:
-            raise ValueError(f"Unknown --size {model_args.size!r}; choose one of {', '.join(SIZES)}.")
-        fields = {**special_token_ids(tokenizer), **parse_config_overrides(model_args.config_overrides)}
-        config = matched_config(model_args.model_type, model_args.size, len(tokenizer), "lm", **fields)
-        model = AutoModelForCausalLM.from_config(config)
-    else:
-        raise ValueError("Give --model_name_or_path (a checkpoint) or --model_type (to train from scratch).")
-    fit_embeddings_to_tokenizer(model, tokenizer, logger)
-    return prepare_model(model)
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, EvolutionTrainingArguments))
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     setup_logging(training_args, logger)
 
-    # Everything that can be wrong with the arguments fails here, before data or training.
-    checkpoint = resolve_output_dir(training_args)
+    # Everything that can be wrong with the arguments fails here, before the output folder, data or training.
+    check_arguments(model_args, data_args, task="lm")
     check_hub_access(training_args)
-    if model_args.model_name_or_path is None and model_args.model_type is not None:
-        check_family(model_args.model_type, CAUSAL_FAMILIES)
-    set_seed(training_args.seed)
+    run_folder, checkpoint = open_output_dir(training_args, model_args, data_args)
+    with discarded_on_failure(run_folder):  # a failure before any checkpoint leaves the folder as it was
+        return train_and_evaluate(model_args, data_args, training_args, run_folder, checkpoint)
 
+
+def train_and_evaluate(model_args, data_args, training_args, run_folder, checkpoint) -> dict:
+    set_seed(training_args.seed)
     corpus, tokenizer, tokenizer_description = load_script_data(model_args, data_args, training_args)
-    model = build_model(model_args, tokenizer)
-    block_size = min(data_args.block_size, tokenizer.model_max_length, max_positions(model))
+    model = script_model(model_args, tokenizer, task="lm", seed=training_args.seed)
+    block_size = min(data_args.block_size, tokenizer.model_max_length, position_limit(model.config) or sys.maxsize)
     if block_size < data_args.block_size:
         logger.warning(
             f"--block_size {data_args.block_size} is longer than the model or tokenizer allow: {block_size}."
@@ -126,6 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
             "tokenizer": tokenizer_description,
             "command": command_line(),
         },
+        run_folder=run_folder,
     )
 
     results = {}
@@ -141,14 +120,8 @@ def main(argv: list[str] | None = None) -> dict:
     if training_args.do_eval:
         for split, prefix in (("validation", "eval"), ("test", "test")):
             metrics = trainer.evaluate(eval_dataset=eval_blocks[split], metric_key_prefix=prefix)
-            metrics.update(
-                {
-                    f"{prefix}_{name}": value
-                    for name, value in lm_metrics(
-                        metrics[f"{prefix}_loss"], stats[split]["tokens"], stats[split]["bytes"]
-                    ).items()
-                }
-            )
+            derived = lm_metrics(metrics[f"{prefix}_loss"], stats[split]["tokens"], stats[split]["bytes"])
+            metrics.update({f"{prefix}_{name}": value for name, value in derived.items()})
             trainer.log_metrics(prefix, metrics)
             trainer.save_metrics(prefix, metrics)
             results.update(metrics)
@@ -165,16 +138,9 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.push_to_hub()
     else:
         trainer.save_model()
+    if run_folder is not None:
+        run_folder.claim_listing()
     return results
-
-
-def max_positions(model) -> int:
-    """Recurrent models have no position limit; transformers do."""
-    return (
-        getattr(model.config, "n_positions", None)
-        or getattr(model.config, "max_position_embeddings", None)
-        or (sys.maxsize)
-    )
 
 
 @torch.no_grad()
@@ -189,5 +155,4 @@ def generate_sample(model, tokenizer, prompt: str, new_tokens: int, seed: int) -
 
 
 if __name__ == "__main__":
-    main()
-    close_distributed()
+    sys.exit(run_script(main, "run_clm.py"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .runs import USER_ERRORS
+
 
 def build_parser() -> argparse.ArgumentParser:
     from . import compare, probes
@@ -24,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args) or 0
-    except (ValueError, FileExistsError, FileNotFoundError) as error:
-        # Bad input: a one-line message that says what to change, not a traceback.
+    except USER_ERRORS as error:
+        # What a user got wrong: a one-line message that says what to change, not a traceback.
         print(f"hf-evolution {args.command}: error: {error}", file=sys.stderr)
         return 2
 

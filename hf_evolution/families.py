@@ -144,7 +144,9 @@ def count_for_config(config: PreTrainedConfig, task: str) -> int:
     return non_embedding_parameters(model)
 
 
-def matched_config(family: str, size: ModelSize | str, vocab_size: int, task: str = "lm", **fields) -> PreTrainedConfig:
+def matched_config(
+    family: str, size: ModelSize | str, vocab_size: int, task: str = "lm", **fields
+) -> PreTrainedConfig:
     """The config of `family` at `size`: the transformer shape itself, or the recurrent hidden size whose
     non-embedding parameter count is closest to the transformer's (GPT-2 for LM, BERT otherwise).
 
@@ -163,7 +165,9 @@ def sized_config(family: str, size: ModelSize, vocab_size: int, task: str, field
     target = count_for_config(transformer_config(reference_family, size, vocab_size, {}), task)
 
     def count(hidden_size):
-        return count_for_config(recurrent_config(family, size, vocab_size, {**fields, "hidden_size": hidden_size}), task)
+        return count_for_config(
+            recurrent_config(family, size, vocab_size, {**fields, "hidden_size": hidden_size}), task
+        )
 
     low, high = 1, 8 * size.width
     while count(high) < target:

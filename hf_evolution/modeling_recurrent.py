@@ -477,7 +477,9 @@ class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
                 )
         elif generation_config.use_cache is not False:
             model_kwargs["cache"] = RecurrentCache(self.config)
-        return super()._prepare_cache_for_generation(generation_config, model_kwargs, generation_mode, batch_size, *args)
+        return super()._prepare_cache_for_generation(
+            generation_config, model_kwargs, generation_mode, batch_size, *args
+        )
 
     def prepare_inputs_for_generation(
         self,
@@ -501,7 +503,10 @@ class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
         if cache is not None and not is_first_iteration and next_sequence_length == 1:
             step_ids = input_ids[:, -1:]
             device = self.model.embeddings.weight.device
-            model_inputs = {"input_ids": step_ids if step_ids.device == device else step_ids.to(device), "cache": cache}
+            model_inputs = {
+                "input_ids": step_ids if step_ids.device == device else step_ids.to(device),
+                "cache": cache,
+            }
             model_inputs.update((key, value) for key, value in kwargs.items() if key != "labels")
             return model_inputs
         if next_sequence_length is None and inputs_embeds is None and cache is not None and cache.seen_tokens > 0:

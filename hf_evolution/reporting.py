@@ -1,12 +1,8 @@
-"""What every run of `hf-evolution compare` and `probe` writes: a run folder, results.json, tables and PNG plots."""
+"""How results look: Markdown tables, family colours, PNG figures (files only, no display needed)."""
 
 from __future__ import annotations
 
-import json
 import os
-import platform
-import shutil
-from datetime import datetime
 from pathlib import Path
 
 import matplotlib
@@ -16,68 +12,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 # Families keep one colour in every plot, so charts of different runs read alike.
 FAMILY_COLORS = {"rnn": "#d62728", "lstm": "#1f77b4", "gru": "#2ca02c", "gpt2": "#9467bd", "bert": "#ff7f0e"}
-
-
-def default_run_dir(command: str) -> Path:
-    return Path("runs") / f"{command}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
-def prepare_output_dir(path: str | os.PathLike, *, overwrite: bool = False, resume: bool = False) -> Path:
-    """Create the run folder; refuse one that already holds results unless told to overwrite or resume it."""
-    path = Path(path)
-    if overwrite and resume:
-        raise ValueError("Choose one of --overwrite (start again) and --resume (continue the run in the folder).")
-    if resume:
-        if not (path / "results.json").exists():
-            raise FileNotFoundError(f"Nothing to resume in {path}: it has no results.json. Start a run there first.")
-        return path
-    if path.exists() and any(path.iterdir()):
-        if not overwrite:
-            raise FileExistsError(
-                f"{path} already holds a run. Pass --overwrite to replace it, --resume to continue it, or choose "
-                "another --output folder."
-            )
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def environment() -> dict:
-    """Versions and machine, so that every figure can be traced to what produced it."""
-    import datasets
-    import torch
-    import transformers
-
-    from . import __version__
-
-    device = "cpu"
-    if torch.cuda.is_available():
-        device = torch.cuda.get_device_name(0)
-    return {
-        "versions": {
-            "hf_evolution": __version__,
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "datasets": datasets.__version__,
-        },
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "device": device,
-        },
-        "date": datetime.now().isoformat(timespec="seconds"),
-    }
-
-
-def write_json(path: str | os.PathLike, payload) -> None:
-    """Write through a temporary file, so that an interrupted run never leaves half a results file."""
-    path = Path(path)
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    temporary.replace(path)
 
 
 def format_value(value) -> str:

@@ -25,6 +25,9 @@ import torch
 MANIFEST = ".hf-evolution-run.json"
 # Folders that Trainer names itself; a kill can leave a new one before the manifest lists it.
 TRAINER_PATTERNS = ("checkpoint-*", "tmp-checkpoint-*")
+# What a user can get wrong: bad values, missing or foreign files and folders, Hub ids that do not resolve (datasets'
+# and huggingface_hub's errors are OSErrors). The command line prints these as one line and exits with 2.
+USER_ERRORS = (ValueError, OSError)
 
 
 # --- device, seeds, timers, memory ----------------------------------------------------------------------------------
@@ -97,7 +100,9 @@ def cache_bytes(cache) -> int:
     tensors = {}
     for layer in cache.layers:
         for value in vars(layer).values():
-            items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+            items = (
+                value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+            )
             tensors.update({id(item): item for item in items if isinstance(item, torch.Tensor)})
     return sum(tensor.numel() * tensor.element_size() for tensor in tensors.values())
 
@@ -306,7 +311,9 @@ def open_run_folder(
                 + (f" with a {resume_needs}" if resume_needs else "")
                 + ". Start a run there first."
             )
-        return RunFolder(path, created=False, patterns=patterns)
+        folder = RunFolder(path, created=False, patterns=patterns)
+        folder.progress = True  # a resumed run never discards what the earlier part wrote
+        return folder
     entries = [entry for entry in path.iterdir() if entry.name != MANIFEST] if path.is_dir() else []
     if entries:
         owned = owned_entries(path, manifest) if manifest is not None else []

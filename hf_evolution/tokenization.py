@@ -119,28 +119,3 @@ def _text_batches(dataset: datasets.Dataset, text_column: str) -> Iterator[list[
 def load_tokenizer(name_or_path: str | os.PathLike, **kwargs) -> PreTrainedTokenizerBase:
     """A saved tokenizer folder or a Hub id (e.g. ``bert-base-uncased``), through ``AutoTokenizer``."""
     return AutoTokenizer.from_pretrained(name_or_path, **kwargs)
-
-
-def get_tokenizer(
-    tokenizer_name: str | os.PathLike | None = None,
-    *,
-    train_dataset: datasets.Dataset | None = None,
-    kind: str = "bpe",
-    vocab_size: int | None = None,
-    min_frequency: int | None = None,
-    text_column: str = "text",
-    model_max_length: int = DEFAULT_MODEL_MAX_LENGTH,
-) -> PreTrainedTokenizerBase:
-    """The scripts' entry point: load ``tokenizer_name`` if given, else train a ``kind`` tokenizer on ``train_dataset``."""
-    if tokenizer_name is not None:
-        return load_tokenizer(tokenizer_name)
-    if train_dataset is None:
-        raise ValueError("Give tokenizer_name (a folder or Hub id) or train_dataset to train a tokenizer on.")
-    return train_tokenizer(
-        train_dataset,
-        kind,
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        text_column=text_column,
-        model_max_length=model_max_length,
-    )

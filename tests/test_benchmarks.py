@@ -30,7 +30,7 @@ def test_run_all_smoke_reports_every_target_and_writes_its_results():
         status = "PASS" if item["passed"] else "FAIL"
         assert f"{status}  {item['name']}" in result.stdout, "each target is printed with PASS/FAIL"
     for name in ("wrapper_overhead", "generation", "trainer_throughput", "data_pipeline", "gpu"):
-        assert json.loads((BENCHMARKS / "results" / f"{name}_smoke.json").read_text())["machine"]["torch"]
+        assert json.loads((BENCHMARKS / "results" / f"{name}_smoke.json").read_text())["machine"]["versions"]["torch"]
     # The one invariant that is not a speed: the recurrent state does not grow with the context.
     state = next(item for item in checks["generation"] if item["name"].startswith("LSTM state bytes"))
     assert state["passed"], state

@@ -11,14 +11,29 @@ import time
 import pytest
 
 from hf_evolution.cli import main
+from hf_evolution.runs import open_run_folder
 
 FIGURES = {
-    "lm": ["val_loss", "test_loss", "val_perplexity", "test_perplexity", "val_bits_per_byte", "test_bits_per_byte",
-           "generation_tokens_per_second"],
+    "lm": [
+        "val_loss",
+        "test_loss",
+        "val_perplexity",
+        "test_perplexity",
+        "val_bits_per_byte",
+        "test_bits_per_byte",
+        "generation_tokens_per_second",
+    ],
     "classify": ["val_loss", "test_loss", "val_accuracy", "test_accuracy", "val_f1_macro", "test_f1_macro"],
-}  # fmt: skip
-COMMON = ["params_total", "params_non_embedding", "train_tokens", "train_seconds", "train_tokens_per_second",
-          "peak_memory_mb", "wall_seconds"]  # fmt: skip
+}
+COMMON = [
+    "params_total",
+    "params_non_embedding",
+    "train_tokens",
+    "train_seconds",
+    "train_tokens_per_second",
+    "peak_memory_mb",
+    "wall_seconds",
+]
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +85,20 @@ def test_results_markdown_reads_as_a_table(smoke_run, capsys):
 
 def test_a_killed_run_resumes_without_redoing_finished_models(tmp_path):
     output = tmp_path / "run"
-    command = [sys.executable, "-m", "hf_evolution.cli", "compare", "--preset", "smoke", "--task", "lm",
-               "--models", "rnn,lstm,gru", "--output", str(output)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "hf_evolution.cli",
+        "compare",
+        "--preset",
+        "smoke",
+        "--task",
+        "lm",
+        "--models",
+        "rnn,lstm,gru",
+        "--output",
+        str(output),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
     results_file = output / "results.json"
     deadline = time.time() + 240
@@ -99,20 +126,37 @@ def test_bad_arguments_get_one_line_errors(tmp_path, capsys):
     assert "no causal perplexity" in capsys.readouterr().err
     assert main(["compare", "--resume"]) == 2
     assert "--resume needs --output" in capsys.readouterr().err
-    busy = tmp_path / "busy"
-    busy.mkdir()
-    (busy / "results.json").write_text("{}")
-    assert main(["compare", "--preset", "smoke", "--output", str(busy)]) == 2
+    busy = open_run_folder(tmp_path / "busy")
+    busy.claim("results.json")
+    (busy.path / "results.json").write_text("{}")
+    assert main(["compare", "--preset", "smoke", "--output", str(busy.path)]) == 2
     assert "already holds a run" in capsys.readouterr().err
-    assert (busy / "results.json").read_text() == "{}"
+    assert (busy.path / "results.json").read_text() == "{}"
     with pytest.raises(SystemExit):
         main(["compare", "--preset", "huge"])
 
 
 def test_time_budget_and_pretrained_bert(tmp_path):
     output = tmp_path / "run"
-    code = main(["compare", "--preset", "smoke", "--task", "classify", "--models", "lstm", "--pretrained-bert",
-                 "minilm", "--budget-tokens", "10000000", "--budget-seconds", "1.5", "--output", str(output)])  # fmt: skip
+    code = main(
+        [
+            "compare",
+            "--preset",
+            "smoke",
+            "--task",
+            "classify",
+            "--models",
+            "lstm",
+            "--pretrained-bert",
+            "minilm",
+            "--budget-tokens",
+            "10000000",
+            "--budget-seconds",
+            "1.5",
+            "--output",
+            str(output),
+        ]
+    )
     assert code == 0
     results = json.loads((output / "results.json").read_text())
     rows = {row["model"]: row for row in results["runs"]}

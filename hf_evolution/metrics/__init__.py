@@ -7,12 +7,12 @@ loads without the Hub, and that ``evaluate.combine`` accepts. The helpers below 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
 import evaluate
 import numpy as np
-import torch
 from transformers import EvalPrediction
 
 METRIC_NAMES = ("accuracy", "bits_per_byte", "f1", "perplexity")
@@ -55,47 +55,12 @@ def classification_compute_metrics() -> Callable[[EvalPrediction], dict]:
     return compute_metrics
 
 
-def token_losses_for_metrics(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``Trainer(preprocess_logits_for_metrics=...)`` for causal LMs: the loss of each next-token label.
-
-    Trainer then gathers a (batch, seq_len - 1) array of floats instead of (batch, seq_len, vocab) logits.
-    """
-    if isinstance(logits, tuple):
-        logits = logits[0]
-    losses = torch.nn.functional.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100, reduction="none"
-    )
-    return losses.view(labels.shape[0], -1)
-
-
-def lm_compute_metrics(*, num_tokens: int | None = None, num_bytes: int | None = None) -> Callable:
-    """``compute_metrics`` for causal LMs, used with ``preprocess_logits_for_metrics=token_losses_for_metrics``.
-
-    Gives perplexity, and bits per byte when the evaluated split's ``num_tokens`` and ``num_bytes`` are given
-    (from :func:`hf_evolution.data.corpus_stats`): the scored tokens are charged their share of the bytes.
-    """
-    perplexity, bits_per_byte = load_metric("perplexity"), load_metric("bits_per_byte")
-
-    def compute_metrics(eval_prediction: EvalPrediction) -> dict:
-        losses = np.asarray(eval_prediction.predictions)
-        scored = np.asarray(eval_prediction.label_ids)[:, 1:] != -100
-        losses = losses[scored]
-        result = perplexity.compute(losses=losses)
-        if num_tokens and num_bytes:
-            result |= bits_per_byte.compute(losses=losses, num_bytes=len(losses) * num_bytes / num_tokens)
-        return result
-
-    return compute_metrics
-
-
 def lm_metrics(eval_loss: float, num_tokens: int, num_bytes: int) -> dict:
-    """Perplexity and bits per byte from a mean token loss (``Trainer.evaluate()["eval_loss"]``, in nats).
+    """Perplexity and bits per byte from a mean token loss (``Trainer.evaluate()["eval_loss"]``, in nats), as the
+    ``perplexity`` and ``bits_per_byte`` metrics define them.
 
     ``num_tokens`` and ``num_bytes`` describe the evaluated text (:func:`hf_evolution.data.corpus_stats`); the
     total loss is taken as ``eval_loss * num_tokens``, i.e. tokens that packing dropped or could not score (a
     block's first token) are assumed to cost the mean.
     """
-    return {
-        **load_metric("perplexity").compute(losses=[eval_loss]),
-        **load_metric("bits_per_byte").compute(losses=[eval_loss * num_tokens], num_bytes=num_bytes),
-    }
+    return {"perplexity": math.exp(eval_loss), "bits_per_byte": eval_loss * num_tokens / (math.log(2) * num_bytes)}

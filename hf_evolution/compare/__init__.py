@@ -1,0 +1,52 @@
+"""`hf-evolution compare`: RNN, LSTM, GRU, GPT-2 and BERT trained side by side on the same data, tokenizer and budget.
+
+Each model gets the same training tokens (or seconds), the same shared tokenizer trained on the training split, and
+a size with the same non-embedding parameter count. Results are written the moment each model finishes
+(results.json, .csv, .md and PNG plots), each trained model is saved as a checkpoint with its model card, and
+`--resume` continues an interrupted run without redoing finished models.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..runs import default_run_dir, open_run_folder, write_json
+from .experiment import load_results, new_results, run_comparison
+from .report import OUTPUTS, PLOTS
+from .settings import PRESETS, TASKS, add_arguments, run_settings
+
+__all__ = ["PRESETS", "add_parser", "run"]
+
+
+def add_parser(subcommands) -> None:
+    parser = subcommands.add_parser(
+        "compare",
+        help="train RNN, LSTM, GRU, GPT-2 and BERT side by side and write a results table and plots",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    """Check every argument, then open the run folder (fresh, replaced, or resumed) and run the comparison."""
+    if args.resume:
+        if not args.output:
+            raise ValueError("--resume needs --output, the folder of the run to continue.")
+        folder = open_run_folder(args.output, resume=True, resume_needs="results.json")
+        results = load_results(folder.path)
+        settings = results["settings"]
+        print(f"Resuming {folder.path}: {len(results['runs'])} model(s) finished, settings as first run.")
+    else:
+        settings = run_settings(args)
+        folder = open_run_folder(
+            args.output or default_run_dir("compare"),
+            overwrite=args.overwrite,
+            protected=[settings["dataset"], settings["tokenizer"], settings["pretrained_bert"]],
+        )
+        folder.claim(*OUTPUTS, "tokenizer", "models", *(f"{task}_{plot}" for task in TASKS for plot in PLOTS))
+        results = new_results(settings)
+        write_json(folder.path / "results.json", results)
+    with folder.discarded_on_failure():
+        return run_comparison(folder, settings, results)

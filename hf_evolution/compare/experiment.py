@@ -1,0 +1,286 @@
+"""The comparison itself: every model of the plan trained with `EvolutionTrainer` on the same data, tokenizer and
+budget, measured, saved with its model card, and written to the results the moment it finishes.
+
+A run survives a kill at any moment: results.json is rewritten atomically after every model, each model resumes from
+its last complete checkpoint (with its validation curve and loss so far), and finished models are never redone."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from transformers import DataCollatorWithPadding, TrainerCallback, default_data_collator
+
+from ..data import corpus_stats, load_corpus, pack_for_lm, tokenize_for_classification
+from ..families import RECURRENT_FAMILIES, TASKS, build_model, label_fields, parameter_counts, shape
+from ..metrics import classification_compute_metrics, lm_metrics
+from ..runs import PeakMemory, best_time, environment, pick_device, seed_everything, shared_tokenizer
+from ..tokenization import load_tokenizer
+from ..training import EvolutionTrainer, EvolutionTrainingArguments, last_complete_checkpoint
+from .report import UNITS, write_outputs
+from .settings import LM_EXCLUDED, MAX_GRAD_NORMS, Preset
+
+
+def run_comparison(folder, settings: dict, results: dict) -> int:
+    """Train and measure every (task, model) of the plan that results.json does not hold yet."""
+    run_dir = folder.path
+    seed_everything(settings["seed"])
+    device = pick_device(settings["device"])
+    preset = Preset(**settings["preset"])
+    corpus = load_corpus(
+        settings["dataset"],
+        dataset_config=settings["dataset_config"],
+        text_column=settings["text_column"],
+        label_column=settings["label_column"],
+        seed=settings["seed"],
+        max_documents=preset.max_documents,
+    )
+    if "classify" in settings["tasks"] and "label" not in corpus["train"].column_names:
+        raise ValueError(
+            f"{settings['dataset']} has no label column for --task classify; name it with --label-column."
+        )
+    tokenizer = shared_tokenizer(
+        settings["tokenizer"], corpus["train"], vocab_size=settings["vocab_size"], folder=run_dir / "tokenizer"
+    )
+    if tokenizer.pad_token is None:
+        raise ValueError(
+            f"Tokenizer {settings['tokenizer']} has no pad token; classification pads batches. Train one instead "
+            "(--tokenizer bpe) or use a tokenizer with a pad token."
+        )
+    results["notes"] = run_notes(settings)
+    plan = [(task, family) for task in settings["tasks"] for family in settings["models"][task]]
+    done = {(row["task"], row["model"]) for row in results["runs"]}
+    data_cache = {}
+    for index, (task, family) in enumerate(plan, start=1):
+        if (task, family) in done:
+            print(f"[{index}/{len(plan)}] {task} {family}: finished earlier, skipped")
+            continue
+        print(f"[{index}/{len(plan)}] {task} {family}")
+        row = train_and_measure(task, family, corpus, tokenizer, settings, preset, run_dir, device, data_cache)
+        results["runs"].append(row)
+        write_outputs(run_dir, results)
+        folder.mark_progress()
+    write_outputs(run_dir, results)
+    print()
+    print((run_dir / "results.md").read_text())
+    print(f"Results, plots and checkpoints: {run_dir}")
+    return 0
+
+
+def new_results(settings: dict) -> dict:
+    return {"settings": settings, "units": UNITS, "environment": environment(), "notes": [], "runs": []}
+
+
+def run_notes(settings: dict) -> list[str]:
+    """What a reader of the tables must know about this run, and only what applies to it."""
+    notes = []
+    if "lm" in settings["tasks"]:
+        notes += [LM_EXCLUDED[family] for family in settings["requested_models"] if family in LM_EXCLUDED]
+    if "classify" in settings["tasks"]:
+        if set(settings["models"]["classify"]) & set(RECURRENT_FAMILIES):
+            notes.append(
+                "Recurrent classifiers read each document through the state after its last token "
+                "(classifier_pooling='last'), the classic encoder: what they forgot on the way is lost."
+            )
+        if settings["pretrained_bert"]:
+            notes.append(
+                f"bert-pretrained is {settings['pretrained_bert']} fine-tuned with its own WordPiece tokenizer and "
+                "pretraining: a reference point, outside the matched comparison."
+            )
+    return notes
+
+
+def task_data(task: str, corpus, tokenizer, preset: Preset, cache: dict) -> dict:
+    """Training and evaluation sets of a task for a tokenizer, prepared once per run."""
+    key = (task, tokenizer.name_or_path, len(tokenizer))
+    if key in cache:
+        return cache[key]
+    if task == "lm":
+        sets = pack_for_lm(corpus, tokenizer, preset.block_size)
+        stats = corpus_stats(corpus, tokenizer)
+        tokens_per_sample = preset.block_size
+    else:
+        sets = tokenize_for_classification(corpus, tokenizer, max_length=preset.max_seq_length)
+        stats = None
+        lengths = [len(ids) for ids in sets["train"].select(range(min(512, len(sets["train"]))))["input_ids"]]
+        tokens_per_sample = sum(lengths) / len(lengths)
+    curve_set = sets["validation"].shuffle(seed=0).select(range(min(preset.eval_samples, len(sets["validation"]))))
+    cache[key] = {"sets": sets, "stats": stats, "curve_set": curve_set, "tokens_per_sample": tokens_per_sample}
+    return cache[key]
+
+
+class BudgetAndCurve(TrainerCallback):
+    """Stops training when the token or time budget is spent, and records the validation curve against training
+    tokens and training seconds (evaluation time excluded), ending with a point where training ends. Its state goes
+    into every checkpoint, so a resumed model keeps the curve and the clock of its first part."""
+
+    def __init__(self, budget_tokens: int, budget_seconds: float | None):
+        self.budget_tokens = budget_tokens
+        self.budget_seconds = budget_seconds
+        self.curve: list[dict] = []
+        self.eval_seconds = 0.0
+        self.started = None
+        self.seconds_before = 0.0
+        self.training_seconds = 0.0
+
+    def elapsed(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.started - self.eval_seconds
+
+    def checkpoint_state(self) -> dict:
+        return {"curve": self.curve, "seconds": self.elapsed()}
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        self.curve, self.seconds_before = state["curve"], state["seconds"]
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        over_time = self.budget_seconds is not None and self.elapsed() >= self.budget_seconds
+        if state.num_input_tokens_seen >= self.budget_tokens or over_time:
+            control.should_training_stop = True
+        if control.should_training_stop or state.global_step >= state.max_steps:
+            control.should_evaluate = True
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self.started is None:  # the final evaluations on whole splits are not part of the curve
+            return
+        self.eval_seconds += metrics.get("eval_runtime", 0.0)
+        point = {
+            "tokens": int(state.num_input_tokens_seen),
+            "seconds": round(self.elapsed(), 3),
+            "val_loss": metrics["eval_loss"],
+            "step": state.global_step,
+        }
+        if not self.curve or self.curve[-1]["step"] != state.global_step:
+            self.curve.append(point)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.training_seconds = self.elapsed()
+        self.started = None
+
+
+def train_and_measure(task, family, corpus, tokenizer, settings, preset, run_dir, device, data_cache) -> dict:
+    started = time.perf_counter()
+    pretrained = family == "bert-pretrained"
+    model_tokenizer = load_tokenizer(settings["pretrained_bert"]) if pretrained else tokenizer
+    data = task_data(task, corpus, model_tokenizer, preset, data_cache)
+    budget = preset.lm_tokens if task == "lm" else preset.classify_tokens
+    model = comparison_model(task, family, model_tokenizer, corpus, preset, settings)
+    counts = parameter_counts(model)
+
+    output_dir = run_dir / "models" / f"{task}-{family}"
+    max_steps = max(1, math.ceil(budget / (preset.batch_size * data["tokens_per_sample"])))
+    args = EvolutionTrainingArguments(
+        output_dir=str(output_dir),
+        max_steps=max_steps,
+        per_device_train_batch_size=preset.batch_size,
+        per_device_eval_batch_size=preset.batch_size,
+        learning_rate=settings["learning_rates"][task][family],
+        weight_decay=0.01,
+        warmup_steps=0.05,
+        lr_scheduler_type="constant_with_warmup" if settings["budget_seconds"] else "linear",
+        max_grad_norm=MAX_GRAD_NORMS.get(family, 1.0),
+        eval_strategy="steps",
+        eval_steps=max(1, max_steps // preset.eval_points),
+        save_strategy="steps",
+        save_steps=max(1, max_steps // 2),
+        save_total_limit=1,
+        logging_steps=max(1, max_steps // 20),
+        include_num_input_tokens_seen="non_padding",
+        seed=settings["seed"],
+        use_cpu=device.type == "cpu",
+        bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(),
+        report_to="none",
+        disable_tqdm=False,
+    )
+    tracker = BudgetAndCurve(budget, settings["budget_seconds"])
+    trainer = EvolutionTrainer(
+        model=model,
+        args=args,
+        train_dataset=data["sets"]["train"],
+        eval_dataset=data["curve_set"],
+        processing_class=model_tokenizer,
+        data_collator=default_data_collator if task == "lm" else DataCollatorWithPadding(model_tokenizer),
+        compute_metrics=None if task == "lm" else classification_compute_metrics(),
+        callbacks=[tracker],
+        card_info={
+            "task": "text-generation" if task == "lm" else "text-classification",
+            "dataset": settings["dataset"],
+            "base_model": settings["pretrained_bert"] if pretrained else None,
+            "tokenizer": f"{settings['tokenizer']} shared by every model of the run, {len(model_tokenizer):,} tokens",
+            "command": "hf-evolution compare (see results.json in the run folder for every setting)",
+        },
+    )
+    checkpoint = last_complete_checkpoint(output_dir)
+    if checkpoint is None:  # the curve starts from the untrained model
+        initial = trainer.evaluate()
+        tracker.curve.append({"tokens": 0, "seconds": 0.0, "val_loss": initial["eval_loss"], "step": 0})
+    with PeakMemory(device) as memory:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    train_tokens = int(trainer.state.num_input_tokens_seen)
+
+    row = {
+        "task": task,
+        "model": family,
+        "params_total": counts["total"],
+        "params_non_embedding": counts["non_embedding"],
+        "shape": shape(model.config),
+        "learning_rate": args.learning_rate,
+        "train_tokens": train_tokens,
+        "train_seconds": round(tracker.training_seconds, 2),
+        "train_tokens_per_second": round(train_tokens / max(tracker.training_seconds, 1e-9), 1),
+        "peak_memory_mb": round(memory.megabytes, 1),
+        "curve": tracker.curve,
+        "checkpoint": str(output_dir.relative_to(run_dir)),
+    }
+    for split, prefix in (("validation", "val"), ("test", "test")):
+        metrics = trainer.evaluate(eval_dataset=data["sets"][split], metric_key_prefix=prefix)
+        row[f"{prefix}_loss"] = metrics[f"{prefix}_loss"]
+        if task == "lm":
+            stats = data["stats"][split]
+            derived = lm_metrics(metrics[f"{prefix}_loss"], stats["tokens"], stats["bytes"])
+            row[f"{prefix}_perplexity"] = derived["perplexity"]
+            row[f"{prefix}_bits_per_byte"] = derived["bits_per_byte"]
+        else:
+            row[f"{prefix}_accuracy"] = metrics[f"{prefix}_accuracy"]
+            row[f"{prefix}_f1_macro"] = metrics[f"{prefix}_f1_macro"]
+    if task == "lm":
+        row["generation_tokens_per_second"] = generation_speed(
+            trainer.model, model_tokenizer, preset.generation_tokens
+        )
+    trainer.card_results.update(
+        {key.replace("val_", "eval_"): value for key, value in row.items() if key.startswith(("val_", "test_"))}
+    )
+    trainer.save_model()
+    for stale in output_dir.glob("checkpoint-*"):  # the final model is saved; intermediate states are not needed
+        shutil.rmtree(stale, ignore_errors=True)
+    row["wall_seconds"] = round(time.perf_counter() - started, 2)
+    return row
+
+
+def comparison_model(task, family, tokenizer, corpus, preset, settings):
+    labels = corpus["train"].features["label"].names if task == "classify" else None
+    if family == "bert-pretrained":
+        return TASKS[task].from_pretrained(settings["pretrained_bert"], **label_fields(labels))
+    return build_model(family, task, preset.size, tokenizer, seed=settings["seed"], labels=labels)
+
+
+@torch.no_grad()
+def generation_speed(model, tokenizer, new_tokens: int, repeats: int = 3) -> float:
+    """Greedy tokens per second from a fixed prompt at batch 1, the best of a few runs (noise only adds time)."""
+    model.eval()
+    prompt = tokenizer("The government said", return_tensors="pt").to(model.device)
+    kwargs = dict(
+        max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+    )
+    seconds = best_time(lambda: model.generate(**prompt, **kwargs), repeats, device=model.device)
+    return round(new_tokens / seconds, 1)
+
+
+def load_results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())

