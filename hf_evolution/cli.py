@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .runs import USER_ERRORS
+from .runs import USER_ERRORS, one_line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args) or 0
     except USER_ERRORS as error:
         # What a user got wrong: a one-line message that says what to change, not a traceback.
-        print(f"hf-evolution {args.command}: error: {error}", file=sys.stderr)
+        print(f"hf-evolution {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
 
 

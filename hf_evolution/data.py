@@ -13,6 +13,7 @@ why the BBC corpus is built with ``Dataset.from_generator`` rather than ``Datase
 
 from __future__ import annotations
 
+import codecs
 import importlib.metadata
 import os
 from pathlib import Path
@@ -159,6 +160,7 @@ def _load_files(train_file, validation_file, test_file, txt_mode, cache_dir) -> 
             raise FileNotFoundError(f"Data file {path} does not exist; check the path.")
         if path.stat().st_size == 0:
             raise ValueError(f"Data file {path} is empty; give a file with at least one document.")
+        _require_utf8(path)
     builder = builders.pop()
     options = {"sample_by": txt_mode} if builder == "text" else {}
     data_files = {split: str(path) for split, path in files.items()}
@@ -166,6 +168,23 @@ def _load_files(train_file, validation_file, test_file, txt_mode, cache_dir) -> 
     if builder == "text":
         raw = raw.map(_strip_texts, batched=True, desc="Stripping documents")
     return raw
+
+
+def _require_utf8(path: Path) -> None:
+    """datasets reads files as UTF-8 and fails deep inside Arrow otherwise: name the file and the first bad byte."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as error:
+                raise ValueError(
+                    f"Data file {path} is not UTF-8 text (byte {offset + error.start} is {chunk[error.start]:#04x}). "
+                    f"Convert it first, e.g. `iconv -f cp1252 -t utf-8 {path} > {path.stem}-utf8{path.suffix}` for a "
+                    "Windows-1252 file."
+                ) from None
+            offset += len(chunk)
 
 
 def _strip_texts(batch):

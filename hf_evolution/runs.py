@@ -28,9 +28,15 @@ TRAINER_PATTERNS = ("checkpoint-*", "tmp-checkpoint-*")
 # What a user can get wrong: bad values, missing or foreign files and folders, Hub ids that do not resolve (datasets'
 # and huggingface_hub's errors are OSErrors). The command line prints these as one line and exits with 2.
 USER_ERRORS = (ValueError, OSError)
+ATOMIC_TEMPORARIES = ".*.tmp-*"  # what a kill in the middle of `write_text` leaves
 
 
 # --- device, seeds, timers, memory ----------------------------------------------------------------------------------
+
+
+def one_line(error: BaseException) -> str:
+    """An error message on one line (transformers' and the Hub's messages span several)."""
+    return " ".join(str(error).split())
 
 
 def pick_device(choice: str = "auto") -> torch.device:
@@ -145,7 +151,7 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write through a temporary file in the same folder and rename it: a reader (or a resume) never sees half a
     file, whenever the process is killed."""
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # matches ATOMIC_TEMPORARIES
     temporary.write_text(text)
     os.replace(temporary, path)
     return path
@@ -259,7 +265,7 @@ def read_manifest(folder: Path) -> dict | None:
 
 def owned_entries(folder: Path, manifest: dict) -> list[Path]:
     names = set(manifest.get("entries", []))
-    patterns = tuple(manifest.get("patterns", ()))
+    patterns = (*manifest.get("patterns", ()), ATOMIC_TEMPORARIES)
     return [
         entry
         for entry in sorted(folder.iterdir())

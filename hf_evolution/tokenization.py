@@ -117,5 +117,9 @@ def _text_batches(dataset: datasets.Dataset, text_column: str) -> Iterator[list[
 
 
 def load_tokenizer(name_or_path: str | os.PathLike, **kwargs) -> PreTrainedTokenizerBase:
-    """A saved tokenizer folder or a Hub id (e.g. ``bert-base-uncased``), through ``AutoTokenizer``."""
-    return AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+    """A saved tokenizer folder or a Hub id (e.g. ``bert-base-uncased``), through ``AutoTokenizer``; a failure names
+    what was asked for."""
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+    except OSError as error:
+        raise OSError(f"Cannot load a tokenizer from {str(name_or_path)!r}: {error}") from error

@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import pytest
 
@@ -83,39 +83,64 @@ def test_results_markdown_reads_as_a_table(smoke_run, capsys):
     assert "non-emb. params" in header and "test ppl" in header
 
 
-def test_a_killed_run_resumes_without_redoing_finished_models(tmp_path):
-    output = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "hf_evolution.cli",
-        "compare",
-        "--preset",
-        "smoke",
-        "--task",
-        "lm",
-        "--models",
-        "rnn,lstm,gru",
-        "--output",
-        str(output),
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
-    results_file = output / "results.json"
-    deadline = time.time() + 240
-    while time.time() < deadline and process.poll() is None:
-        if results_file.exists() and len(json.loads(results_file.read_text())["runs"]) >= 1:
-            break
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    before = json.loads(results_file.read_text())["runs"]
-    assert 1 <= len(before) < 3, "killed midway"
+FAULTS = Path(__file__).resolve().parent / "fault_injection.py"
+# Kills spread over a run, each in the resumed process of the one before (the counts are that process's calls):
+# mid-training before any checkpoint, inside a checkpoint save, right after one, inside the write of results.json,
+# after an evaluation (between models), inside a model's final save.
+KILLS = [
+    ("training-step", 3),
+    ("inside-checkpoint", 1),
+    ("after-checkpoint", 1),
+    ("inside-write", 2),
+    ("after-evaluate", 3),
+    ("inside-final-save", 1),
+]
+QUALITY = (
+    "val_loss",
+    "test_loss",
+    "val_perplexity",
+    "test_perplexity",
+    "test_bits_per_byte",
+    "val_accuracy",
+    "test_accuracy",
+    "test_f1_macro",
+)
 
-    assert main(["compare", "--resume", "--output", str(output)]) == 0
-    after = json.loads(results_file.read_text())["runs"]
-    assert [row["model"] for row in after] == ["rnn", "lstm", "gru"]
-    assert after[: len(before)] == before, "finished models were kept, not redone"
-    assert (output / "lm_validation_loss.png").exists()
+
+def killed_at(moment: str, n: int, *command: str) -> None:
+    result = subprocess.run(
+        [sys.executable, str(FAULTS), moment, str(n), "--", *command],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ.copy(),
+    )
+    assert result.returncode == -signal.SIGKILL, (moment, n, result.returncode, result.stderr[-2000:])
+
+
+def test_compare_resumes_after_kills_at_six_moments_to_the_uninterrupted_results(tmp_path):
+    command = ["compare", "--preset", "smoke", "--models", "rnn,gpt2"]
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    assert main([*command, "--output", str(straight)]) == 0
+    killed_at(*KILLS[0], *command, "--output", str(interrupted))
+    for moment, n in KILLS[1:]:
+        finished = json.loads((interrupted / "results.json").read_text())["runs"]  # valid JSON at every kill
+        assert len(finished) < 4, "each kill lands before the run is done"
+        killed_at(moment, n, "compare", "--resume", "--output", str(interrupted))
+    assert main(["compare", "--resume", "--output", str(interrupted)]) == 0
+
+    expected = json.loads((straight / "results.json").read_text())["runs"]
+    resumed = json.loads((interrupted / "results.json").read_text())["runs"]
+    assert [(row["task"], row["model"]) for row in resumed] == [(row["task"], row["model"]) for row in expected]
+    for want, got in zip(expected, resumed, strict=True):
+        assert got["train_tokens"] == want["train_tokens"], got["model"]
+        for key in QUALITY:
+            if key in want:
+                assert got[key] == pytest.approx(want[key], abs=1e-6, rel=1e-6), (got["task"], got["model"], key)
+        assert [point["val_loss"] for point in got["curve"]] == pytest.approx(
+            [point["val_loss"] for point in want["curve"]], abs=1e-6
+        )
+        assert not list((interrupted / got["checkpoint"]).glob("checkpoint-*"))
 
 
 def test_bad_arguments_get_one_line_errors(tmp_path, capsys):
@@ -132,6 +157,10 @@ def test_bad_arguments_get_one_line_errors(tmp_path, capsys):
     assert main(["compare", "--preset", "smoke", "--output", str(busy.path)]) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert (busy.path / "results.json").read_text() == "{}"
+    for typo in (["--models", "lstmm"], ["--budget-tokens", "0"], ["--dataset", str(tmp_path / "missing.txt")]):
+        assert main(["compare", "--overwrite", *typo, "--output", str(busy.path)]) == 2
+        assert "error" in capsys.readouterr().err
+        assert (busy.path / "results.json").read_text() == "{}", "checked before anything is deleted"
     with pytest.raises(SystemExit):
         main(["compare", "--preset", "huge"])
 

@@ -376,3 +376,10 @@ def test_tokenize_documents_appends_eos_after_each_document(char_tokenizer):
     ids = tokenize_documents(dataset, char_tokenizer)["input_ids"]
     eos = char_tokenizer.eos_token_id
     assert ids == [char_tokenizer("ab")["input_ids"] + [eos], char_tokenizer("c")["input_ids"] + [eos]]
+
+
+def test_a_file_that_is_not_utf8_is_named_with_its_first_bad_byte(tmp_path, datasets_cache):
+    path = tmp_path / "prices.txt"
+    path.write_bytes(b"The price is " + b"\xa3" + b"5 today\nand more\n")  # Windows-1252 pound sign
+    with pytest.raises(ValueError, match=r"prices.txt is not UTF-8 text \(byte 13 is 0xa3\).*iconv -f cp1252"):
+        load_corpus(train_file=path, cache_dir=datasets_cache)

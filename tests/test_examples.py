@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from concurrent.futures import Future
 from fnmatch import fnmatch
 from pathlib import Path
@@ -23,6 +22,7 @@ from transformers import AutoModelForSequenceClassification
 
 from hf_evolution.data import load_corpus
 from hf_evolution.tokenization import train_tokenizer
+from hf_evolution.training import is_complete_checkpoint, last_complete_checkpoint
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # Small, fast runs: a 512-token tokenizer, tiny models, short blocks and a few steps on the embedded corpus.
@@ -206,65 +206,59 @@ def script_command(name, *args):
     return [sys.executable, str(EXAMPLES / f"{name}.py"), *args]
 
 
-def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, small_tokenizer):
-    args = [
-        *CLM_FAST,
-        "--model_type",
-        "gru",
-        "--tokenizer_name",
-        small_tokenizer,
-        "--do_train",
-        "--do_eval",
-        "--max_steps",
-        "60",
-        "--save_steps",
-        "10",
-        "--per_device_train_batch_size",
-        "8",
-        "--config_overrides",
-        "input_dropout=0.2,hidden_dropout=0.2",  # dropout: the RNG state must resume too
-    ]
+FAULTS = Path(__file__).resolve().parent / "fault_injection.py"
+
+
+def killed_at(moment: str, n: int, *command: str) -> None:
+    """Run a script, killed with SIGKILL at the n-th call of `moment` (see fault_injection.py): no timing involved."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, str(FAULTS), moment, str(n), "--", *command], env=env, capture_output=True, timeout=300
+    )
+    assert result.returncode == -signal.SIGKILL, (moment, n, result.returncode, result.stderr[-2000:])
+
+
+def test_resume_last_after_kills_at_five_moments_equals_an_uninterrupted_run(tmp_path, small_tokenizer):
+    """Checkpoints every 4 steps, losses logged every 5: the resumed train_loss must still be the whole run's."""
+    args = [*CLM_FAST, "--model_type", "gru", "--tokenizer_name", small_tokenizer, "--do_train", "--do_eval"]
+    args += ["--max_steps", "12", "--save_steps", "4", "--logging_steps", "5", "--per_device_train_batch_size", "8"]
+    args += ["--config_overrides", "input_dropout=0.2,hidden_dropout=0.2"]  # dropout: the RNG state must resume too
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     subprocess.run(
-        script_command("run_clm", *args, "--output_dir", str(straight)),
-        check=True,
-        env=env,
-        capture_output=True,
-        timeout=300,
+        script_command("run_clm", *args, "--output_dir", str(straight)), check=True, capture_output=True, timeout=300
     )
+    script = str(EXAMPLES / "run_clm.py")
+    killed_at("after-checkpoint", 1, script, *args, "--output_dir", str(interrupted))
+    resume = [script, *args, "--output_dir", str(interrupted), "--resume_from_checkpoint", "last"]
+    # inside the save of checkpoint-8 (left incomplete), mid-training from checkpoint-4, inside the write of
+    # checkpoint-8's run state, inside the final save
+    for moment, n in (("inside-checkpoint", 1), ("training-step", 3), ("inside-write", 3), ("inside-final-save", 1)):
+        assert last_complete_checkpoint(interrupted) is not None
+        assert not (interrupted / "all_results.json").exists(), "killed before it finished"
+        killed_at(moment, n, *resume)
+    subprocess.run(script_command("run_clm", *resume[1:]), check=True, capture_output=True, timeout=300)
 
-    process = subprocess.Popen(
-        script_command("run_clm", *args, "--output_dir", str(interrupted)),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    checkpoint = interrupted / "checkpoint-10"
-    deadline = time.time() + 240
-    while not (checkpoint / "trainer_state.json").exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL
-    assert not (interrupted / "all_results.json").exists(), "the run was killed before it finished"
-
-    subprocess.run(
-        script_command(
-            "run_clm", *args, "--output_dir", str(interrupted), "--resume_from_checkpoint", str(checkpoint)
-        ),
-        check=True,
-        env=env,
-        capture_output=True,
-        timeout=300,
-    )
     expected, resumed = load_file(straight / "model.safetensors"), load_file(interrupted / "model.safetensors")
     for name, tensor in expected.items():
         torch.testing.assert_close(resumed[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
     expected_results = json.loads((straight / "all_results.json").read_text())
     resumed_results = json.loads((interrupted / "all_results.json").read_text())
     for key in ("eval_loss", "test_loss", "eval_perplexity", "test_bits_per_byte", "train_loss"):
-        assert resumed_results[key] == pytest.approx(expected_results[key], rel=1e-5), key
+        assert resumed_results[key] == pytest.approx(expected_results[key], abs=1e-6, rel=1e-6), key
+
+
+def test_resume_last_passes_over_a_checkpoint_cut_short(tmp_path, small_tokenizer):
+    out = tmp_path / "run"
+    args = [*CLM_FAST, "--model_type", "rnn", "--tokenizer_name", small_tokenizer, "--output_dir", str(out)]
+    args += ["--do_train", "--max_steps", "4", "--save_steps", "2", "--sample_tokens", "0", "--save_total_limit", "5"]
+    run_clm.main(args)
+    state = out / "checkpoint-4" / "trainer_state.json"
+    state.write_text(state.read_text()[:40])  # what a kill while Trainer writes it leaves
+    assert last_complete_checkpoint(out) == str(out / "checkpoint-2")
+    with pytest.raises(FileNotFoundError, match="not a complete checkpoint folder"):
+        run_clm.main([*args, "--resume_from_checkpoint", str(out / "checkpoint-4")])
+    results = run_clm.main([*args, "--resume_from_checkpoint", "last"])
+    assert results["train_loss"] > 0 and is_complete_checkpoint(out / "checkpoint-4")
 
 
 # --- the Hub ----------------------------------------------------------------------------------------------------
@@ -618,3 +612,65 @@ def test_classification_labels_must_match_the_checkpoint_or_the_config(tmp_path,
         ]
     )
     assert "test_accuracy" in replaced
+
+
+@pytest.mark.parametrize("family", ["rnn", "lstm", "gru", "gpt2", "bert"])
+def test_config_overrides_win_over_the_matched_size_in_both_scripts(tmp_path, small_tokenizer, family):
+    """The help text's own form, hidden_size included (it used to crash with 'got multiple values')."""
+    scripts = [(run_classification, "classify")] + ([(run_clm, "lm")] if family != "bert" else [])
+    for script, task in scripts:
+        out = tmp_path / task
+        script.main(
+            [*FAST, "--model_type", family, "--tokenizer_name", small_tokenizer, "--output_dir", str(out)]
+            + ["--config_overrides", "hidden_size=24,num_hidden_layers=3", "--max_eval_samples", "4"]
+        )
+        config = json.loads((out / "config.json").read_text())
+        width, depth = ("n_embd", "n_layer") if family == "gpt2" else ("hidden_size", "num_hidden_layers")
+        assert (config[width], config[depth]) == (24, 3), (task, config)
+
+
+@pytest.mark.parametrize(
+    ("script", "arguments", "message"),
+    [
+        ("run_clm", ["--model_type", "lstm", "--config_overrides", "hidden_size=-3"], "`hidden_size` must be"),
+        ("run_clm", ["--model_type", "lstm", "--train_file", "nowhere.txt"], "--train_file nowhere.txt does not"),
+        ("run_clm", ["--model_name_or_path", "no/such-model-anywhere"], "no/such-model-anywhere"),
+        ("run_classification", ["--model_type", "xlnet"], "Unknown model family 'xlnet'"),
+        ("run_classification", ["--model_type", "gru", "--size", "huge"], "Unknown size 'huge'"),
+    ],
+)
+def test_what_a_user_gets_wrong_is_one_line_and_exit_code_2(tmp_path, script, arguments, message):
+    result = subprocess.run(
+        script_command(script, *arguments, "--output_dir", str(tmp_path / "out"), "--do_train"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"{script}.py: error: ") and message in last, last
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists(), "nothing was written"
+
+
+def test_a_failed_run_leaves_nothing_that_blocks_the_corrected_rerun(tmp_path, small_tokenizer):
+    data = tmp_path / "no_labels.csv"
+    data.write_text("text\n" + "".join(f"document number {i}\n" for i in range(40)))
+    out = tmp_path / "out"
+    args = [*CLS_FAST, "--model_type", "gru", "--tokenizer_name", small_tokenizer, "--output_dir", str(out)]
+    with pytest.raises(ValueError, match="has no label column"):
+        run_classification.main([*args, "--train_file", str(data), "--do_train"])
+    assert not out.exists()
+    assert "test_accuracy" in run_classification.main([*args, "--do_train", "--do_eval", "--max_steps", "2"])
+
+
+def test_overwrite_in_the_working_directory_keeps_the_data(tmp_path, small_tokenizer, monkeypatch):
+    """`--output_dir . --overwrite` used to delete the working directory with the training file in it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "train.txt").write_text("".join(f"line {i} of my own text\n" for i in range(200)))
+    args = [*CLM_FAST, "--model_type", "rnn", "--tokenizer_name", small_tokenizer, "--train_file", "train.txt"]
+    with pytest.raises(FileExistsError, match=r"did not write \(train.txt\)"):
+        run_clm.main([*args, "--output_dir", ".", "--overwrite", "--do_train", "--max_steps", "1"])
+    assert (tmp_path / "train.txt").is_file()

@@ -65,3 +65,28 @@ def test_unknown_family_and_task_are_refused(tiny_tokenizer):
         build_model("bert", "lm", "tiny", tiny_tokenizer)
     with pytest.raises(ValueError, match="Unknown task"):
         build_model("lstm", "translate", "tiny", tiny_tokenizer)
+
+
+@pytest.mark.parametrize("family", MODEL_FAMILIES)
+def test_explicit_overrides_win_over_the_matched_size(family, tiny_tokenizer):
+    task = "classify" if family == "bert" else "lm"
+    model = build_model(family, task, "tiny", tiny_tokenizer, hidden_size=48, num_hidden_layers=3, num_labels=2)
+    assert model.config.hidden_size == 48 and model.config.num_hidden_layers == 3
+    assert model.get_input_embeddings().weight.shape[0] == len(tiny_tokenizer)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_depth_override_is_part_of_the_match(family):
+    two, three = (matched_config(family, "small", 8192, num_hidden_layers=layers) for layers in (2, 3))
+    assert three.num_hidden_layers == 3 and three.hidden_size < two.hidden_size
+    reference = count_for_config(matched_config("gpt2", "small", 8192), "lm")
+    assert abs(count_for_config(three, "lm") - reference) / reference < 0.05
+
+
+def test_labels_name_the_classes_and_must_agree_with_num_labels(tiny_tokenizer):
+    model = build_model("gru", "classify", "tiny", tiny_tokenizer, labels=["a", "b", "c"])
+    assert model.config.num_labels == 3 and model.config.id2label == {0: "a", 1: "b", 2: "c"}
+    with pytest.raises(ValueError, match="num_labels=2 was given, but the data has 3 labels"):
+        build_model("gru", "classify", "tiny", tiny_tokenizer, labels=["a", "b", "c"], num_labels=2)
+    with pytest.raises(ValueError, match="Unknown size 'huge'"):
+        build_model("gru", "lm", "huge", tiny_tokenizer)

@@ -5,6 +5,7 @@ import torch
 from conftest import FAMILIES, make_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from transformers import DynamicCache
 
 from hf_evolution import RecurrentCache
 
@@ -204,3 +205,48 @@ def test_one_token_steps_leave_the_global_onednn_switch_as_they_found_it():
         assert torch.backends.mkldnn.enabled is False, "a switch the user turned off stays off"
     finally:
         torch.backends.mkldnn.enabled = before
+
+
+def state_snapshot(cache):
+    return cache.seen_tokens, [
+        [state.clone() for state in cache.layer_state(index)] for index in range(len(cache.layers))
+    ]
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_a_returned_cache_seeds_several_continuations_and_stays_as_it_was(model_type):
+    """As with GPT-2: generate() leaves a cache it is given untouched, so the same cache can be continued twice."""
+    model = make_model(model_type, **NO_EOS)
+    first = model.generate(prompt(5, batch=2), max_new_tokens=4, do_sample=False, return_dict_in_generate=True)
+    seen, states = state_snapshot(first.cache)
+    runs = [model.generate(first.sequences, cache=first.cache, max_new_tokens=6, do_sample=False) for _ in range(2)]
+    torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
+    torch.testing.assert_close(runs[0], model.generate(first.sequences, max_new_tokens=6, do_sample=False))
+    after_seen, after_states = state_snapshot(first.cache)
+    assert after_seen == seen
+    for before_layer, after_layer in zip(states, after_states, strict=True):
+        for before, after in zip(before_layer, after_layer, strict=True):
+            torch.testing.assert_close(after, before, rtol=0, atol=0)
+
+
+def test_a_cache_continues_into_beam_search_as_recomputation_does():
+    model = make_model("gru", **NO_EOS)
+    first = model.generate(prompt(5, batch=2), max_new_tokens=3, do_sample=False, return_dict_in_generate=True)
+    kwargs = dict(max_new_tokens=5, do_sample=False, num_beams=3, num_return_sequences=2)
+    from_cache = model.generate(first.sequences, cache=first.cache, **kwargs)
+    torch.testing.assert_close(from_cache, model.generate(first.sequences, **kwargs), rtol=0, atol=0)
+
+
+def test_caches_that_cannot_continue_the_input_are_refused_by_name():
+    model = make_model("lstm", **NO_EOS)
+    out = model.generate(prompt(6), max_new_tokens=4, do_sample=False, return_dict_in_generate=True)
+    with pytest.raises(ValueError, match="already holds 9 tokens but `input_ids` and `attention_mask` cover 3"):
+        model.generate(prompt(3), cache=out.cache, max_new_tokens=2)  # an all-ones mask: taken as the whole sequence
+    with pytest.raises(ValueError, match="holds the state of 1 sequences but generate\\(\\) was given 3"):
+        model.generate(prompt(12, batch=3), cache=out.cache, max_new_tokens=2)
+    with pytest.raises(ValueError, match="holds the state of 1 sequences but the input has 2"):
+        model(prompt(2, batch=2), cache=out.cache, use_cache=True)
+    with pytest.raises(ValueError, match="RecurrentCache, got DynamicCache"):
+        model.generate(prompt(3), cache=DynamicCache(), max_new_tokens=2)
+    with pytest.raises(ValueError, match="RecurrentCache, got DynamicCache"):
+        model(prompt(3), cache=DynamicCache(), use_cache=True)

@@ -326,3 +326,17 @@ def test_bidirectional_encoder_refuses_a_cache():
     model = make_model("lstm", "base", bidirectional=True)
     with pytest.raises(ValueError, match="bidirectional"):
         model(torch.tensor([[5, 6]]), use_cache=True)
+
+
+def test_max_pooling_of_a_row_of_padding_alone_is_finite():
+    model = make_model("lstm", "sequence", num_labels=3, classifier_pooling="max")
+    ids, mask = torch.tensor([[0, 0, 0], [5, 6, 7]]), torch.tensor([[0, 0, 0], [1, 1, 1]])
+    out = model(ids, attention_mask=mask, labels=torch.tensor([0, 1]))
+    torch.testing.assert_close(out.logits[0], model.classifier.bias, msg="pooled to zeros, as mean pooling does")
+    assert torch.isfinite(out.loss) and out.loss < 10
+
+
+def test_float_input_ids_are_refused_with_a_clear_error():
+    model = make_model("gru")
+    with pytest.raises(ValueError, match="must hold integer token ids, got a tensor of torch.float32"):
+        model(torch.tensor([[5.0, 6.0]]))

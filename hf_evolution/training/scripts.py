@@ -26,7 +26,7 @@ from ..families import (
     matched_config,
     prepare_model,
 )
-from ..runs import TRAINER_PATTERNS, USER_ERRORS, RunFolder, open_run_folder, shared_tokenizer
+from ..runs import TRAINER_PATTERNS, USER_ERRORS, RunFolder, one_line, open_run_folder, shared_tokenizer
 from .arguments import parse_config_overrides
 from .trainer import is_complete_checkpoint, last_complete_checkpoint
 
@@ -234,7 +234,7 @@ def run_script(main, name: str) -> int:
     try:
         main()
     except USER_ERRORS as error:
-        print(f"{name}: error: {error}", file=sys.stderr)
+        print(f"{name}: error: {one_line(error)}", file=sys.stderr)
         return 2
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():

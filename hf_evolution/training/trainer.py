@@ -100,6 +100,14 @@ class EvolutionTrainer(Trainer):
         output.metrics["train_loss"] = run_loss
         return TrainOutput(output.global_step, run_loss, output.metrics)
 
+    def _run_epoch(self, *args, **kwargs):
+        """Trainer runs one more step when it resumes from the checkpoint of the last step (it checks `max_steps`
+        only after a step), so every resume of a finished run would train past its budget: run no step then."""
+        if self.state.global_step >= self.state.max_steps:
+            self.control.should_training_stop = True
+            return
+        super()._run_epoch(*args, **kwargs)
+
     def _save_checkpoint(self, model, trial):
         """Write run_state.json into the checkpoint before Trainer writes the rest: the loss summed over every step
         so far, and the state of the callbacks that keep one (`checkpoint_state()`, e.g. compare's curve)."""
