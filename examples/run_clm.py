@@ -18,8 +18,9 @@ import torch
 from transformers import HfArgumentParser, default_data_collator, set_seed
 
 import hf_evolution  # noqa: F401  (registers rnn, lstm and gru with the Auto classes)
-from hf_evolution.data import corpus_stats, pack_for_lm
-from hf_evolution.families import CAUSAL_FAMILIES, position_limit
+from hf_evolution.data import batchify_for_lm, corpus_stats, pack_for_lm, token_stream
+from hf_evolution.evaluation import is_stateful, stream_loss
+from hf_evolution.families import CAUSAL_FAMILIES, RECURRENT_FAMILIES, position_limit
 from hf_evolution.metrics import lm_metrics
 from hf_evolution.training import (
     EvolutionTrainer,
@@ -59,6 +60,14 @@ class DataTrainingArguments(ScriptDataArguments):
     block_size: int = field(default=128, metadata={"help": "Tokens per training sequence."})
     sample_prompt: str = field(default="The", metadata={"help": "Prompt of the sample generated at the end."})
     sample_tokens: int = field(default=40, metadata={"help": "Length of that sample (0: no sample)."})
+    stateful: bool = field(
+        default=False,
+        metadata={
+            "help": "Train as recurrent LMs train best (truncated BPTT): the training split as "
+            "per_device_train_batch_size contiguous streams per process, read in order in blocks of --block_size, "
+            "the state carried from each block to the next and detached, reset at each epoch. Recurrent models only."
+        },
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -68,6 +77,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Everything that can be wrong with the arguments fails here, before the output folder, data or training.
     check_arguments(model_args, data_args, task="lm")
+    if data_args.stateful and model_args.model_type not in (None, *RECURRENT_FAMILIES):
+        raise ValueError(f"--stateful carries a recurrent state; {model_args.model_type} has none. Leave it out.")
     check_hub_access(training_args)
     run_folder, checkpoint = open_output_dir(training_args, model_args, data_args)
     with discarded_on_failure(run_folder):  # a failure before any checkpoint leaves the folder as it was
@@ -84,10 +95,15 @@ def train_and_evaluate(model_args, data_args, training_args, run_folder, checkpo
             f"--block_size {data_args.block_size} is longer than the model or tokenizer allow: {block_size}."
         )
 
+    streams = training_args.per_device_train_batch_size * training_args.world_size
     with training_args.main_process_first(desc="tokenising and packing"):
         blocks = pack_for_lm(corpus, tokenizer, block_size, num_proc=data_args.preprocessing_num_workers)
+        if data_args.stateful:  # the training split as contiguous streams, one row per stream of every process
+            blocks["train"] = batchify_for_lm(corpus["train"], tokenizer, block_size, streams)
         stats = corpus_stats(corpus, tokenizer)
     train_blocks = take_first(blocks["train"], data_args.max_train_samples)
+    if data_args.stateful:  # whole batches of streams only
+        train_blocks = take_first(train_blocks, len(train_blocks) - len(train_blocks) % streams)
     eval_blocks = {split: take_first(blocks[split], data_args.max_eval_samples) for split in ("validation", "test")}
 
     trainer = EvolutionTrainer(
@@ -105,6 +121,7 @@ def train_and_evaluate(model_args, data_args, training_args, run_folder, checkpo
             "command": command_line(),
         },
         run_folder=run_folder,
+        stateful=data_args.stateful,
     )
 
     results = {}
@@ -118,10 +135,20 @@ def train_and_evaluate(model_args, data_args, training_args, run_folder, checkpo
         results.update(metrics)
 
     if training_args.do_eval:
+        # Blocks read from nothing (the common protocol), and the whole split as one stream, read the family's way:
+        # recurrent models with their state carried, transformers through a sliding window.
+        stream_protocol = "stateful" if is_stateful(trainer.model) else "sliding_window"
         for split, prefix in (("validation", "eval"), ("test", "test")):
             metrics = trainer.evaluate(eval_dataset=eval_blocks[split], metric_key_prefix=prefix)
             derived = lm_metrics(metrics[f"{prefix}_loss"], stats[split]["tokens"], stats[split]["bytes"])
             metrics.update({f"{prefix}_{name}": value for name, value in derived.items()})
+            stream = token_stream(corpus[split], tokenizer)
+            if data_args.max_eval_samples is not None:
+                stream = stream[: data_args.max_eval_samples * block_size]
+            total, count, protocol = stream_loss(trainer.model, stream, block_size=block_size)
+            derived = lm_metrics(total / count, stats[split]["tokens"], stats[split]["bytes"])
+            metrics.update({f"{prefix}_{stream_protocol}_{name}": value for name, value in derived.items()})
+            metrics[f"{prefix}_{stream_protocol}_protocol"] = protocol
             trainer.log_metrics(prefix, metrics)
             trainer.save_metrics(prefix, metrics)
             results.update(metrics)

@@ -342,6 +342,12 @@ def tokenize_documents(data, tokenizer, *, text_column: str = "text", num_proc: 
     return _per_split(data, process)
 
 
+def token_stream(dataset: datasets.Dataset, tokenizer, *, text_column: str = "text") -> np.ndarray:
+    """A split as one stream of token ids: documents in order, EOS after each (the stream the packers cut)."""
+    documents = tokenize_documents(dataset, tokenizer, text_column=text_column)
+    return pc.list_flatten(documents.data.column("input_ids")).to_numpy()
+
+
 def _count_tokens(documents: datasets.Dataset) -> int:
     return pc.sum(pc.list_value_length(documents.data.column("input_ids"))).as_py() or 0
 
@@ -352,12 +358,20 @@ def _cut_blocks(table, block_size):
     return _lm_columns(stream[: num_blocks * block_size].reshape(num_blocks, block_size))
 
 
+def stream_rows(stream: np.ndarray, rows: int) -> np.ndarray:
+    """The classic `batchify`: the stream cut into `rows` contiguous rows of len(stream) // rows tokens each."""
+    length = len(stream) // rows
+    return stream[: rows * length].reshape(rows, length)
+
+
 def _cut_stream_blocks(table, block_size, batch_size):
-    stream = pc.list_flatten(table["input_ids"]).to_numpy()
-    steps = len(stream) // (batch_size * block_size)
-    rows = stream[: batch_size * steps * block_size].reshape(batch_size, steps, block_size)
+    rows = stream_rows(pc.list_flatten(table["input_ids"]).to_numpy(), batch_size)
+    steps = (rows.shape[1] - 1) // block_size  # each block's targets are its tokens one step ahead
+    inputs = rows[:, : steps * block_size].reshape(batch_size, steps, block_size)
+    targets = rows[:, 1 : steps * block_size + 1].reshape(batch_size, steps, block_size)
     # Block i * batch_size + j is step i of row j, so batch i + 1 continues batch i row by row.
-    return _lm_columns(rows.transpose(1, 0, 2).reshape(-1, block_size))
+    inputs, targets = (blocks.transpose(1, 0, 2).reshape(-1, block_size) for blocks in (inputs, targets))
+    return {**_lm_columns(inputs), "shift_labels": targets}
 
 
 def _lm_columns(blocks: np.ndarray) -> dict:
@@ -376,8 +390,8 @@ def _pack(data, tokenizer, block_size, batch_size, text_column, num_proc):
         raise ValueError(f"batch_size must be a positive number of rows, not {batch_size}.")
     else:
         cut, cut_kwargs = _cut_stream_blocks, {"block_size": block_size, "batch_size": batch_size}
-        tokens_needed = block_size * batch_size
-        needed = f"{tokens_needed} of one batch (batch_size x block_size)"
+        tokens_needed = (block_size + 1) * batch_size
+        needed = f"{tokens_needed} of one batch (batch_size x (block_size + 1))"
         lower = f"block_size ({block_size}) or batch_size ({batch_size})"
     documents = tokenize_documents(data, tokenizer, text_column=text_column, num_proc=num_proc)
 
@@ -412,15 +426,15 @@ def pack_for_lm(
 def batchify_for_lm(
     data, tokenizer, block_size: int, batch_size: int, *, text_column: str = "text", num_proc: int | None = None
 ) -> datasets.Dataset | datasets.DatasetDict:
-    """Blocks laid out for carried-state (truncated BPTT) training, like ``batchify`` in PyTorch's word LM example.
+    """Blocks laid out for carried-state (truncated BPTT) training, as ``batchify`` and ``get_batch`` in PyTorch's
+    word language model example.
 
-    The token stream (documents in order, EOS after each) is cut into ``batch_size`` contiguous rows, and each
-    row into blocks of ``block_size``. Rows are interleaved so that, read in order ``batch_size`` rows at a time,
-    row j of batch i + 1 continues exactly where row j of batch i ended. A trainer must therefore read it with a
-    sequential sampler (no shuffling), exactly this batch size on a single device, and ``drop_last=True``; then
-    the state of row j can be carried from one batch to the next. The number of rows is a multiple of
-    ``batch_size``; the stream tail that does not fill a whole batch is dropped. As with any ``labels =
-    input_ids`` layout, the first token of each block is not scored (its prediction would need the previous block).
+    The token stream (documents in order, EOS after each) is cut into ``batch_size`` contiguous rows of
+    ``len(stream) // batch_size`` tokens, and each row into blocks of ``block_size``. Rows are interleaved so that,
+    read in order ``batch_size`` rows at a time, row j of batch i + 1 continues exactly where row j of batch i
+    ended. ``shift_labels`` are each block's tokens one step ahead (transformers' losses take them as they are), so
+    every token is scored, the first of a block too, from the state the previous block left. Read it with a
+    sequential sampler, exactly ``batch_size`` rows per batch; the last partial block of each row is dropped.
     """
     return _pack(data, tokenizer, block_size, batch_size, text_column, num_proc)
 

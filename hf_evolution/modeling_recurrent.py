@@ -84,6 +84,13 @@ class RecurrentCache(DynamicCache):
             layer.update_recurrent_state(state, state_idx=index)
             layer.has_previous_state[index] = True  # what `get_recurrent_state` and `has_previous_state` read
 
+    def detach_(self) -> None:
+        """Keep the states, drop their history: truncated backpropagation through time between training batches."""
+        for layer in self.layers:
+            for index, state in layer.recurrent_states.items():
+                if state is not None:
+                    layer.recurrent_states[index] = state.detach()
+
     @property
     def batch_size(self) -> int | None:
         state = self.layer_state(0) if self.layers else None

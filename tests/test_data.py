@@ -229,14 +229,17 @@ def test_pack_for_lm_cuts_the_eos_separated_stream_into_full_blocks(small_train,
 
 def test_batchify_for_lm_makes_row_j_of_each_batch_continue_row_j_of_the_previous(small_train, char_tokenizer):
     batch_size, block_size = 3, 50
-    blocks = batchify_for_lm(small_train, char_tokenizer, block_size, batch_size)["input_ids"]
+    blocks = batchify_for_lm(small_train, char_tokenizer, block_size, batch_size)
     stream = token_stream(small_train["text"], char_tokenizer)
-    steps = len(stream) // (batch_size * block_size)
+    row_length = len(stream) // batch_size  # the classic batchify: contiguous rows of len(stream) // batch_size
+    steps = (row_length - 1) // block_size
     assert len(blocks) == steps * batch_size and steps > 2
-    row_length = steps * block_size
     for j in range(batch_size):
-        row = [token for i in range(steps) for token in blocks[i * batch_size + j]]
-        assert row == stream[j * row_length : (j + 1) * row_length]
+        row = [token for i in range(steps) for token in blocks[i * batch_size + j]["input_ids"]]
+        targets = [token for i in range(steps) for token in blocks[i * batch_size + j]["shift_labels"]]
+        start = j * row_length
+        assert row == stream[start : start + steps * block_size]
+        assert targets == stream[start + 1 : start + steps * block_size + 1], "every token is scored, one step ahead"
 
 
 def test_packing_a_dataset_dict_packs_every_split(bbc_news, char_tokenizer):
@@ -268,7 +271,7 @@ def test_block_size_larger_than_the_data_names_the_token_count(small_train, char
     with pytest.raises(ValueError, match=f"has {tokens} tokens"):
         pack_for_lm(small_train.select(range(2)), char_tokenizer, tokens + 1)
     with pytest.raises(
-        ValueError, match=rf"has {tokens} tokens .* fewer than the {2 * tokens} .* or batch_size \(2\)"
+        ValueError, match=rf"has {tokens} tokens .* fewer than the {2 * (tokens + 1)} .* or batch_size \(2\)"
     ):
         batchify_for_lm(small_train.select(range(2)), char_tokenizer, tokens, 2)
 

@@ -411,9 +411,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
-def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, small_tokenizer, launcher):
+@pytest.mark.parametrize(("launcher", "stateful"), [("torchrun", False), ("accelerate", False), ("torchrun", True)])
+def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, small_tokenizer, launcher, stateful):
+    """Stateful: 4 streams, read by one process, or 2 each by two, carry the same states to the same weights."""
     args = [
+        *(["--stateful"] if stateful else []),
         *CLM_FAST,
         "--model_type",
         "lstm",
@@ -674,3 +676,21 @@ def test_overwrite_in_the_working_directory_keeps_the_data(tmp_path, small_token
     with pytest.raises(FileExistsError, match=r"did not write \(train.txt\)"):
         run_clm.main([*args, "--output_dir", ".", "--overwrite", "--do_train", "--max_steps", "1"])
     assert (tmp_path / "train.txt").is_file()
+
+
+def test_stateful_resume_within_an_epoch_continues_the_streams_with_their_state(tmp_path, small_tokenizer):
+    args = [*CLM_FAST, "--model_type", "lstm", "--tokenizer_name", small_tokenizer, "--do_train", "--stateful"]
+    args += ["--max_steps", "9", "--save_steps", "4", "--per_device_train_batch_size", "4", "--sample_tokens", "0"]
+    args += ["--config_overrides", "input_dropout=0.2,hidden_dropout=0.2"]
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    run_clm.main([*args, "--output_dir", str(straight)])
+    script = str(EXAMPLES / "run_clm.py")
+    killed_at("after-checkpoint", 1, script, *args, "--output_dir", str(interrupted))
+    assert (interrupted / "checkpoint-4" / "stream_state_rank0.pt").is_file(), "the carried state is saved"
+    run_clm.main([*args, "--output_dir", str(interrupted), "--resume_from_checkpoint", "last"])
+    expected, resumed = load_file(straight / "model.safetensors"), load_file(interrupted / "model.safetensors")
+    for name, tensor in expected.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+    expected_results = json.loads((straight / "train_results.json").read_text())
+    resumed_results = json.loads((interrupted / "train_results.json").read_text())
+    assert resumed_results["train_loss"] == pytest.approx(expected_results["train_loss"], abs=1e-6)

@@ -1,8 +1,10 @@
 """`EvolutionTrainer`: transformers' `Trainer` with what a long run of ours needs on top.
 
-Model cards with the measured results on every save; every push to the Hub carries the remote-code files; a
-checkpoint records the exact training loss so far, so a resumed run reports the uninterrupted run's `train_loss`; and
-the run folder's manifest learns each checkpoint before the next one is written.
+Stateful training (truncated backpropagation through time, the way recurrent LMs are trained at their best): the
+training split as contiguous streams, read in order, the recurrent state carried from each batch to the next and
+detached, reset at each epoch. Model cards with the measured results on every save; every push to the Hub carries
+the remote-code files; a checkpoint records the exact training loss so far and the carried state, so a resumed run
+continues as the uninterrupted one would; the run folder's manifest learns each checkpoint.
 """
 
 from __future__ import annotations
@@ -12,18 +14,55 @@ import logging
 import os
 from pathlib import Path
 
-from transformers import PreTrainedModel, Trainer, TrainerState
+import torch
+from torch.utils.data import DataLoader, Sampler
+from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainerState
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_pt_utils import nested_gather
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
-from ..modeling_recurrent import RecurrentPreTrainedModel
+from ..modeling_recurrent import RecurrentCache, RecurrentPreTrainedModel
 from ..runs import RunFolder, write_json
 from .model_card import write_model_card
 
 logger = logging.getLogger(__name__)
 RUN_STATE_NAME = "run_state.json"
+
+
+def stream_state_name(rank: int) -> str:
+    return f"stream_state_rank{rank}.pt"
+
+
+class StreamSampler(Sampler):
+    """This process's rows of a `batchify_for_lm` layout, in order: global batch i holds `batch_size * world_size`
+    rows, of which process r reads the r-th `batch_size`, so each process carries the state of its own streams."""
+
+    def __init__(self, num_rows: int, batch_size: int, world_size: int = 1, rank: int = 0):
+        self.batch_size, self.world_size, self.rank = batch_size, world_size, rank
+        self.steps = num_rows // (batch_size * world_size)
+
+    def __len__(self) -> int:
+        return self.steps * self.batch_size
+
+    def __iter__(self):
+        width = self.batch_size * self.world_size
+        for step in range(self.steps):
+            first = step * width + self.rank * self.batch_size
+            yield from range(first, first + self.batch_size)
+
+
+class ResetStreamsEachEpoch(TrainerCallback):
+    """Each epoch reads the streams from their start, from a zero state; a resume within an epoch keeps the state
+    the checkpoint saved."""
+
+    def __init__(self, trainer: EvolutionTrainer):
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        resumed_mid_epoch = self.trainer.stream_cache is not None and state.epoch % 1 != 0
+        if not resumed_mid_epoch:
+            self.trainer.stream_cache = None
 
 
 def save_remote_code(model: PreTrainedModel, folder: str | Path) -> None:
@@ -65,15 +104,32 @@ class EvolutionTrainer(Trainer):
 
     `card_info` describes the run for the card: `task` ("text-generation" or "text-classification"), `dataset`,
     `base_model`, `tokenizer`, `command`; `card_results` (validation and test metrics, a generated sample) is filled
-    in by the script as results arrive. `run_folder` is told of every checkpoint.
+    in by the script as results arrive. `run_folder` is told of every checkpoint. With `stateful`, the training set
+    is a `batchify_for_lm` layout of `per_device_train_batch_size * world_size` rows and the model a recurrent LM.
     """
 
-    def __init__(self, *args, card_info: dict | None = None, run_folder: RunFolder | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        card_info: dict | None = None,
+        run_folder: RunFolder | None = None,
+        stateful: bool = False,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.card_info = dict(card_info or {})
         self.card_results: dict = {}
         self.run_folder = run_folder
         self.loss_before_this_call = 0.0
+        self.stateful = stateful
+        self.stream_cache: RecurrentCache | None = None
+        if stateful:
+            if not getattr(self.model, "_is_stateful", False):
+                raise ValueError(
+                    f"Stateful training carries a recurrent state from batch to batch; {type(self.model).__name__} "
+                    "has none (a transformer reads a window, not a stream). Leave --stateful out for it."
+                )
+            self.add_callback(ResetStreamsEachEpoch(self))
         if self.args.push_to_hub and self.args.should_save:
             # Intermediate pushes upload the output folder after copying weights and config.json from the
             # checkpoint, not the code files that config.json names; put those in the folder once, up front.
@@ -89,6 +145,8 @@ class EvolutionTrainer(Trainer):
             earlier_steps = TrainerState.load_from_json(str(checkpoint / TRAINER_STATE_NAME)).global_step
             if (checkpoint / RUN_STATE_NAME).is_file():
                 self.load_run_state(json.loads((checkpoint / RUN_STATE_NAME).read_text()))
+            if self.stateful:
+                self.stream_cache = self.load_stream_state(checkpoint)
             else:
                 logger.warning(f"{checkpoint} has no {RUN_STATE_NAME}: train_loss covers the resumed steps only.")
                 earlier_steps = 0
@@ -99,6 +157,60 @@ class EvolutionTrainer(Trainer):
         run_loss = (self.loss_before_this_call + output.training_loss * steps_now) / max(output.global_step, 1)
         output.metrics["train_loss"] = run_loss
         return TrainOutput(output.global_step, run_loss, output.metrics)
+
+    def get_train_dataloader(self) -> DataLoader:
+        """The streams in order, this process's rows only (not sharded again by accelerate)."""
+        if not self.stateful:
+            return super().get_train_dataloader()
+        batch_size = self.args.per_device_train_batch_size
+        sampler = StreamSampler(len(self.train_dataset), batch_size, self.args.world_size, self.args.process_index)
+        if len(sampler) == 0:
+            raise ValueError(
+                f"The training streams have {len(self.train_dataset)} blocks, fewer than one batch of "
+                f"{batch_size * self.args.world_size}; lower the batch size or the block size."
+            )
+        return DataLoader(
+            self.train_dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            collate_fn=self.data_collator,
+            drop_last=True,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """In stateful training, start each batch from the state the previous one left, then detach it (truncated
+        backpropagation through time: gradients stop at the batch boundary, the state does not)."""
+        if not (self.stateful and model.training):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.stream_cache is None:
+            self.stream_cache = RecurrentCache(self.model.config)
+        inputs = {**inputs, "cache": self.stream_cache, "use_cache": True}
+        loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+        self.stream_cache.detach_()
+        return (loss, outputs) if return_outputs else loss
+
+    def load_stream_state(self, checkpoint: Path) -> RecurrentCache | None:
+        path = checkpoint / stream_state_name(self.args.process_index)
+        if not path.is_file():
+            return None
+        saved = torch.load(path, map_location=self.args.device)
+        cache = RecurrentCache(self.model.config)
+        for layer_idx, states in enumerate(saved["states"]):
+            cache.update_layer_state(layer_idx, tuple(states))
+        cache.seen_tokens = saved["seen_tokens"]
+        return cache
+
+    def save_stream_state(self, folder: Path) -> None:
+        """This process's carried state, so that a resume within an epoch continues its streams where they were."""
+        if self.stream_cache is None or self.stream_cache.layer_state(0) is None:
+            return
+        states = [list(self.stream_cache.layer_state(index)) for index in range(len(self.stream_cache.layers))]
+        path = folder / stream_state_name(self.args.process_index)
+        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        torch.save({"states": states, "seen_tokens": self.stream_cache.seen_tokens}, temporary)
+        os.replace(temporary, path)
 
     def _run_epoch(self, *args, **kwargs):
         """Trainer runs one more step when it resumes from the checkpoint of the last step (it checks `max_steps`
@@ -121,8 +233,11 @@ class EvolutionTrainer(Trainer):
                 if hasattr(callback, "checkpoint_state")
             },
         }
+        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        if self.stateful:  # every process its own streams' state
+            folder.mkdir(parents=True, exist_ok=True)
+            self.save_stream_state(folder)
         if self.args.should_save:
-            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             folder.mkdir(parents=True, exist_ok=True)
             write_json(folder / RUN_STATE_NAME, run_state)
         super()._save_checkpoint(model, trial)
