@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> dict:
     check_arguments(model_args, data_args, task="lm")
     if data_args.stateful and model_args.model_type not in (None, *RECURRENT_FAMILIES):
         raise ValueError(f"--stateful carries a recurrent state; {model_args.model_type} has none. Leave it out.")
+    if training_args.variable_bptt and not data_args.stateful:
+        raise ValueError("--variable_bptt varies the length of the stateful blocks: give --stateful too.")
     check_hub_access(training_args)
     run_folder, checkpoint = open_output_dir(training_args, model_args, data_args)
     with discarded_on_failure(run_folder):  # a failure before any checkpoint leaves the folder as it was

@@ -30,6 +30,10 @@ class RecurrentConfig(PreTrainedConfig):
             dropped at every time step of a sequence.
         hidden_dropout (`float`, defaults to 0.1): Locked dropout between layers and on the output of the last layer.
         weight_dropout (`float`, defaults to 0.0): DropConnect on the hidden-to-hidden weights, resampled every step.
+        activation_regularization (`float`, defaults to 0.0): AR of AWD-LSTM (its alpha, 2 there): the causal LM's
+            training loss gains `alpha * mean(h ** 2)` of the last layer's dropped-out outputs.
+        temporal_activation_regularization (`float`, defaults to 0.0): TAR of AWD-LSTM (its beta, 1 there): the loss
+            gains `beta * mean((h[t + 1] - h[t]) ** 2)` of the last layer's outputs before dropout.
         classifier_dropout (`float`, *optional*): Dropout before a classification head; `hidden_dropout` if unset.
         classifier_pooling (`str`, defaults to `"last"`): How the sequence classifier summarises a sequence: `"last"`
             (state after the last real token; with `bidirectional`, joined with the backward state at the first real
@@ -51,6 +55,8 @@ class RecurrentConfig(PreTrainedConfig):
     input_dropout: float = 0.1
     hidden_dropout: float = 0.1
     weight_dropout: float = 0.0
+    activation_regularization: float = 0.0
+    temporal_activation_regularization: float = 0.0
     classifier_dropout: float | None = None
     classifier_pooling: str = "last"
     tie_word_embeddings: bool = True
@@ -81,6 +87,10 @@ class RecurrentConfig(PreTrainedConfig):
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
                 raise ValueError(f"`{name}` must be a probability in [0, 1), got {value!r}.")
+        for name in ("activation_regularization", "temporal_activation_regularization"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"`{name}` must be a non-negative number, got {value!r}.")
         if self.classifier_pooling not in POOLING_MODES:
             raise ValueError(f"`classifier_pooling` must be one of {POOLING_MODES}, got {self.classifier_pooling!r}.")
         if isinstance(self.initializer_range, bool) or not isinstance(self.initializer_range, (int, float)):

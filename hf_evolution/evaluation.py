@@ -46,26 +46,38 @@ def stateful_loss(model, stream: np.ndarray, *, block_size: int, rows: int = STA
 
 
 @torch.no_grad()
-def sliding_window_loss(model, stream: np.ndarray, *, window: int, stride: int) -> tuple[float, int]:
+def sliding_window_loss(
+    model, stream: np.ndarray, *, window: int, stride: int, batch_size: int = 16
+) -> tuple[float, int]:
     """Summed next-token loss (nats) and the number of tokens scored: windows of `window` tokens moving by
-    `stride`, each scoring only the tokens the previous window did not (all but the stream's first token)."""
+    `stride`, each scoring only the tokens the window before it did not (all but the stream's first token), read
+    `batch_size` windows at a time."""
     if not 0 < stride <= window:
         raise ValueError(f"The stride ({stride}) must be between 1 and the window ({window}).")
     ids = torch.as_tensor(stream, dtype=torch.long)
     device = next(model.parameters()).device
-    model.eval()
-    total, count, scored_until = 0.0, 0, 1
+    windows, scored_until = [], 1
     for begin in range(0, len(ids) - 1, stride):
         end = min(begin + window, len(ids))
-        window_ids = ids[begin:end].unsqueeze(0).to(device)
-        logits = model(input_ids=window_ids, use_cache=False).logits[0, :-1].float()
-        targets = window_ids[0, 1:].clone()
-        targets[: scored_until - begin - 1] = -100  # scored by an earlier window, with less context
-        total += F.cross_entropy(logits, targets, ignore_index=-100, reduction="sum").item()
-        count += int((targets != -100).sum())
+        windows.append((begin, end, scored_until - begin - 1))  # targets before the last index were scored
         scored_until = end
         if end == len(ids):
             break
+    model.eval()
+    total, count = 0.0, 0
+    for length in sorted({end - begin for begin, end, _ in windows}):
+        same = [item for item in windows if item[1] - item[0] == length]
+        for first in range(0, len(same), batch_size):
+            group = same[first : first + batch_size]
+            batch = torch.stack([ids[begin:end] for begin, end, _ in group]).to(device)
+            targets = batch[:, 1:].clone()
+            for row, (_, _, already) in enumerate(group):
+                targets[row, :already] = -100
+            logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()
+            total += F.cross_entropy(
+                logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum"
+            ).item()
+            count += int((targets != -100).sum())
     return total, count
 
 

@@ -529,6 +529,19 @@ class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
         )
         return model_inputs
 
+    def activation_penalties(self, raw, dropped, labels, num_items_in_batch=None) -> torch.Tensor | float:
+        """AR and TAR (Merity et al. 2018): keep the last layer's outputs small and slowly changing. With gradient
+        accumulation (`num_items_in_batch`), each micro-batch weighs by its share of the tokens, as the loss does."""
+        alpha, beta = self.config.activation_regularization, self.config.temporal_activation_regularization
+        if alpha == 0 and beta == 0:
+            return 0.0
+        penalty = alpha * dropped.pow(2).mean() if alpha else 0.0
+        if beta and raw.shape[1] > 1:
+            penalty = penalty + beta * (raw[:, 1:] - raw[:, :-1]).pow(2).mean()
+        if num_items_in_batch is not None:
+            penalty = penalty * labels.numel() / num_items_in_batch
+        return penalty
+
     @can_return_tuple
     def forward(
         self,
@@ -556,9 +569,9 @@ class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
         )
-        hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
-        if self.training:
-            hidden_states = self.output_dropout(hidden_states)
+        raw = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
+        hidden_states = self.output_dropout(raw) if self.training else raw
+        dropped = hidden_states
         if self.output_projection is not None:
             hidden_states = self.output_projection(hidden_states)
         logits = self.lm_head(hidden_states)
@@ -566,6 +579,8 @@ class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+            if self.training:
+                loss = loss + self.activation_penalties(raw, dropped, labels, kwargs.get("num_items_in_batch"))
         return CausalLMOutputWithPast(
             loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states
         )

@@ -78,7 +78,7 @@ def record_initial_states(model, seen: list):
     model.forward = recording
 
 
-def stateful_trainer(tmp_path, model, dataset, **arguments):
+def stateful_trainer(tmp_path, model, dataset, eval_dataset=None, **arguments):
     args = EvolutionTrainingArguments(
         output_dir=str(tmp_path),
         per_device_train_batch_size=2,
@@ -90,7 +90,12 @@ def stateful_trainer(tmp_path, model, dataset, **arguments):
         **arguments,
     )
     return EvolutionTrainer(
-        model=model, args=args, train_dataset=dataset, data_collator=default_data_collator, stateful=True
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        eval_dataset=eval_dataset,
+        data_collator=default_data_collator,
+        stateful=True,
     )
 
 
@@ -141,3 +146,88 @@ def test_stateful_training_refuses_a_model_without_a_carried_state(tmp_path, tin
     gpt2 = build_model("gpt2", "lm", "tiny", tiny_tokenizer)
     with pytest.raises(ValueError, match="GPT2LMHeadModel has none"):
         stateful_trainer(tmp_path, gpt2, stream_dataset(rows=2, block_size=4, steps=2))
+
+
+def test_activation_and_temporal_activation_regularization_add_their_awd_values():
+    ids = torch.randint(5, 320, (3, 9))
+    plain = make_model("lstm", hidden_dropout=0.0).train()
+    regularized = make_model("lstm", activation_regularization=2.0, temporal_activation_regularization=1.0).train()
+    base = plain(ids, labels=ids).loss
+    outputs = regularized(ids, labels=ids, output_hidden_states=True)
+    last = outputs.hidden_states[-1]  # dropout off: the dropped and the raw outputs are the same
+    expected = base + 2.0 * last.pow(2).mean() + 1.0 * (last[:, 1:] - last[:, :-1]).pow(2).mean()
+    torch.testing.assert_close(outputs.loss, expected)
+    regularized.eval()
+    torch.testing.assert_close(regularized(ids, labels=ids).loss, plain.eval()(ids, labels=ids).loss)
+    with pytest.raises(ValueError, match="`activation_regularization` must be a non-negative number"):
+        make_model("lstm", activation_regularization=-1.0)
+
+
+def test_nt_asgd_averages_the_weights_of_every_step_once_the_validation_loss_stalls():
+    from types import SimpleNamespace
+
+    from hf_evolution.training.averaging import WeightAveraging
+
+    model = make_model("gru")
+    averaging = WeightAveraging(SimpleNamespace(model=model, is_in_train=True), nonmono=2)
+    state = SimpleNamespace(global_step=0)
+    for loss in (5.0, 4.0, 3.0, 3.5):  # 3.5 is not worse than the best before the last two (4.0 and 5.0)
+        averaging.on_evaluate(None, state, None, metrics={"eval_loss": loss})
+    assert averaging.averaged is None
+    averaging.on_evaluate(None, state, None, metrics={"eval_loss": 3.2})  # worse than 3.0, the best before
+    assert averaging.averaged is not None
+    weight = model.model.layers[0].rnn.weight_hh_l0
+    snapshots = [weight.detach().clone()]
+    for step in range(3):  # three optimizer steps after the switch
+        with torch.no_grad():
+            weight.add_(float(step + 1))
+        snapshots.append(weight.detach().clone())
+        averaging.on_step_end(None, state, None)
+    expected = torch.stack(snapshots[1:]).mean(dim=0)  # the weights after each step since the switch, as ASGD
+    with averaging.swapped_in(model):
+        torch.testing.assert_close(model.model.layers[0].rnn.weight_hh_l0, expected)
+    torch.testing.assert_close(weight, snapshots[-1], msg="the trained weights come back after an evaluation")
+    averaging.on_train_end(None, state, None)
+    torch.testing.assert_close(model.model.layers[0].rnn.weight_hh_l0, expected, msg="training ends on the average")
+
+
+def test_variable_bptt_reads_the_streams_contiguously_in_awd_lengths_fixed_by_seed_and_epoch():
+    from hf_evolution.training.streams import VariableLengthStreams
+
+    blocks = stream_dataset(rows=4, block_size=30, steps=40)
+    epoch = [0]
+    streams = VariableLengthStreams(blocks, 2, world_size=2, rank=1, block_size=30, seed=3, epoch=lambda: epoch[0])
+    rows = streams.rows
+    assert rows.shape == (2, 40 * 30 + 1)
+    inputs = np.asarray(blocks["input_ids"])
+    torch.testing.assert_close(rows[0, :30], torch.as_tensor(inputs[2]), msg="process 1 reads streams 2 and 3")
+    spans = streams.schedule(0)
+    assert len(streams) == len(spans) == 40
+    lengths = [length for _, length in spans]
+    assert all(length >= 5 for length in lengths) and sum(length < 22 for length in lengths) <= 8
+    assert abs(np.median(lengths) - 30) <= 3, "mostly around block_size"
+    assert [start for start, _ in spans[1:]] == list(np.cumsum(lengths[:-1])), "each batch continues the last"
+    first = streams[5]
+    torch.testing.assert_close(first["shift_labels"][:, :-1], first["input_ids"][:, 1:])
+    assert first["length_scale"] == spans[5][1] / 30
+    assert streams.schedule(0) == spans and streams.schedule(1) != spans, "a schedule per epoch, fixed by the seed"
+
+
+def test_stateful_training_with_variable_bptt_and_averaging_runs_end_to_end(tmp_path):
+    model = make_model("lstm").train()
+    dataset = stream_dataset(rows=2, block_size=8, steps=12)
+    held_out = dataset.select(range(4)).remove_columns("shift_labels")
+    trainer = stateful_trainer(
+        tmp_path,
+        model,
+        dataset,
+        held_out,
+        variable_bptt=True,
+        average_when_stalled=1,
+        eval_strategy="steps",
+        eval_steps=2,
+        num_train_epochs=1,
+    )
+    result = trainer.train()
+    assert result.global_step == 12 and np.isfinite(result.training_loss)
+    assert trainer.averaging.losses and len(trainer.averaging.losses) == 6

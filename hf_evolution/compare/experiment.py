@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from transformers import DataCollatorWithPadding, TrainerCallback, default_data_collator
 
-from ..data import corpus_stats, load_corpus, pack_for_lm, tokenize_for_classification
+from ..data import batchify_for_lm, corpus_stats, load_corpus, pack_for_lm, token_stream, tokenize_for_classification
+from ..evaluation import stream_loss
 from ..families import RECURRENT_FAMILIES, TASKS, build_model, label_fields, parameter_counts, shape
 from ..metrics import classification_compute_metrics, lm_metrics
 from ..runs import PeakMemory, best_time, environment, pick_device, seed_everything, shared_tokenizer
@@ -95,21 +96,32 @@ def run_notes(settings: dict) -> list[str]:
 
 
 def task_data(task: str, corpus, tokenizer, preset: Preset, cache: dict) -> dict:
-    """Training and evaluation sets of a task for a tokenizer, prepared once per run."""
+    """Training and evaluation sets of a task for a tokenizer, prepared once per run; for language modelling also
+    the training split as contiguous streams (stateful training) and each held-out split as one token stream."""
     key = (task, tokenizer.name_or_path, len(tokenizer))
     if key in cache:
         return cache[key]
     if task == "lm":
         sets = pack_for_lm(corpus, tokenizer, preset.block_size)
+        streams = {
+            "train": batchify_for_lm(corpus["train"], tokenizer, preset.block_size, preset.batch_size),
+            **{split: token_stream(corpus[split], tokenizer) for split in ("validation", "test")},
+        }
         stats = corpus_stats(corpus, tokenizer)
         tokens_per_sample = preset.block_size
     else:
         sets = tokenize_for_classification(corpus, tokenizer, max_length=preset.max_seq_length)
-        stats = None
+        stats = streams = None
         lengths = [len(ids) for ids in sets["train"].select(range(min(512, len(sets["train"]))))["input_ids"]]
         tokens_per_sample = sum(lengths) / len(lengths)
     curve_set = sets["validation"].shuffle(seed=0).select(range(min(preset.eval_samples, len(sets["validation"]))))
-    cache[key] = {"sets": sets, "stats": stats, "curve_set": curve_set, "tokens_per_sample": tokens_per_sample}
+    cache[key] = {
+        "sets": sets,
+        "streams": streams,
+        "stats": stats,
+        "curve_set": curve_set,
+        "tokens_per_sample": tokens_per_sample,
+    }
     return cache[key]
 
 
@@ -173,6 +185,7 @@ def train_and_measure(task, family, corpus, tokenizer, settings, preset, run_dir
     model = comparison_model(task, family, model_tokenizer, corpus, preset, settings)
     counts = parameter_counts(model)
 
+    stateful = task == "lm" and settings.get("protocol", "best") == "best" and family in RECURRENT_FAMILIES
     output_dir = run_dir / "models" / f"{task}-{family}"
     max_steps = max(1, math.ceil(budget / (preset.batch_size * data["tokens_per_sample"])))
     args = EvolutionTrainingArguments(
@@ -202,12 +215,13 @@ def train_and_measure(task, family, corpus, tokenizer, settings, preset, run_dir
     trainer = EvolutionTrainer(
         model=model,
         args=args,
-        train_dataset=data["sets"]["train"],
+        train_dataset=data["streams"]["train"] if stateful else data["sets"]["train"],
         eval_dataset=data["curve_set"],
         processing_class=model_tokenizer,
         data_collator=default_data_collator if task == "lm" else DataCollatorWithPadding(model_tokenizer),
         compute_metrics=None if task == "lm" else classification_compute_metrics(),
         callbacks=[tracker],
+        stateful=stateful,
         card_info={
             "task": "text-generation" if task == "lm" else "text-classification",
             "dataset": settings["dataset"],
@@ -230,6 +244,7 @@ def train_and_measure(task, family, corpus, tokenizer, settings, preset, run_dir
         "params_total": counts["total"],
         "params_non_embedding": counts["non_embedding"],
         "shape": shape(model.config),
+        "training": "stateful" if stateful else ("blocks" if task == "lm" else "documents"),
         "learning_rate": args.learning_rate,
         "train_tokens": train_tokens,
         "train_seconds": round(tracker.training_seconds, 2),
@@ -249,6 +264,15 @@ def train_and_measure(task, family, corpus, tokenizer, settings, preset, run_dir
         else:
             row[f"{prefix}_accuracy"] = metrics[f"{prefix}_accuracy"]
             row[f"{prefix}_f1_macro"] = metrics[f"{prefix}_f1_macro"]
+    if task == "lm" and settings.get("protocol", "best") == "best":
+        for split, prefix in (("validation", "val"), ("test", "test")):
+            total, count, row["stream_protocol"] = stream_loss(
+                trainer.model, data["streams"][split], block_size=preset.block_size
+            )
+            stats = data["stats"][split]
+            derived = lm_metrics(total / count, stats["tokens"], stats["bytes"])
+            row[f"{prefix}_stream_perplexity"] = derived["perplexity"]
+            row[f"{prefix}_stream_bits_per_byte"] = derived["bits_per_byte"]
     if task == "lm":
         row["generation_tokens_per_second"] = generation_speed(
             trainer.model, model_tokenizer, preset.generation_tokens

@@ -27,6 +27,10 @@ UNITS = {
     "generation_tokens_per_second": "tokens/s (greedy, batch 1)",
     "peak_memory_mb": "MiB (CUDA allocator peak on GPU, process resident peak on CPU)",
     "wall_seconds": "seconds (training, evaluation and measurements)",
+    "training": "stateful: contiguous streams, state carried between batches; blocks: shuffled blocks from a zero "
+    "state; documents: one document per row",
+    "perplexity and bits_per_byte (val_, test_)": "blocks of block_size tokens, each read from nothing",
+    "stream_perplexity and stream_bits_per_byte": "the whole split read as one stream, as stream_protocol says",
 }
 
 
@@ -35,10 +39,12 @@ LM_COLUMNS = {
     "shape": "layers x width",
     "params_total": "params",
     "params_non_embedding": "non-emb. params",
+    "training": "training",
     "val_loss": "val loss",
-    "val_perplexity": "val ppl",
-    "test_perplexity": "test ppl",
-    "test_bits_per_byte": "test bits/byte",
+    "test_perplexity": "test ppl (blocks)",
+    "test_stream_perplexity": "test ppl (stream)",
+    "test_bits_per_byte": "test bits/byte (blocks)",
+    "test_stream_bits_per_byte": "test bits/byte (stream)",
     "train_tokens": "train tokens",
     "train_tokens_per_second": "train tok/s",
     "generation_tokens_per_second": "gen tok/s",
@@ -87,11 +93,24 @@ def results_markdown(results: dict) -> str:
         f"Data: {settings['dataset']}; tokenizer: {settings['tokenizer']} (shared); size: {preset['size']} "
         f"(non-embedding parameters matched); seed {settings['seed']}; device: {machine['device']} "
         f"({machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads).",
-        f"Budget per model: {preset['lm_tokens']:,} training tokens (lm), {preset['classify_tokens']:,} (classify)"
+        "Budget per model: "
+        + ", ".join(f"{preset[f'{task}_tokens']:,} training tokens ({task})" for task in settings["tasks"])
         + (f", at most {settings['budget_seconds']} s" if settings["budget_seconds"] else "")
         + ".",
         "",
     ]
+    lm_rows = [row for row in results["runs"] if row["task"] == "lm"]
+    if lm_rows:
+        protocols = sorted(
+            {f"{row['model']}: {row['stream_protocol']}" for row in lm_rows if "stream_protocol" in row}
+        )
+        lines += [
+            f"Language modelling is scored two ways: blocks of {preset['block_size']} tokens each read from nothing "
+            "(the common protocol), and the whole split read as one stream, each family its own way"
+            + (f" ({'; '.join(protocols)})" if protocols else " (not run: --protocol common)")
+            + ". Perplexities compare only within one protocol and one tokenizer.",
+            "",
+        ]
     for task, columns, title in (
         ("lm", LM_COLUMNS, "Language modelling"),
         ("classify", CLASSIFY_COLUMNS, "Topic classification"),

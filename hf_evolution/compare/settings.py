@@ -13,6 +13,7 @@ from ..families import CAUSAL_FAMILIES, MODEL_FAMILIES, SIZES
 from ..tokenization import TOKENIZER_KINDS
 
 TASKS = ("lm", "classify")
+PROTOCOLS = ("best", "common")
 LM_EXCLUDED = {
     "bert": "BERT is a bidirectional encoder: it has no causal perplexity, so it is compared on classification only."
 }
@@ -131,6 +132,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="one learning rate for every model (default: per task and family, see LEARNING_RATES)",
     )
+    parser.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="best",
+        help="best (default): each family trained and evaluated its own best way: recurrent language models train "
+        "stateful (contiguous streams, the state carried and detached between batches) and every language model "
+        "is also scored over whole splits read as one stream (recurrent ones with the state carried, transformers "
+        "through a sliding window); common: every model trained on shuffled blocks read from nothing",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--output", help="run folder (default: runs/compare-<timestamp>)")
@@ -195,6 +205,7 @@ def run_settings(args) -> dict:
             task: {family: args.learning_rate or rate for family, rate in rates.items()}
             for task, rates in LEARNING_RATES.items()
         },
+        "protocol": args.protocol,
         "seed": args.seed,
         "device": args.device,
     }

@@ -22,6 +22,23 @@ class EvolutionTrainingArguments(TrainingArguments):
             "Without it, a folder holding a run is refused."
         },
     )
+    variable_bptt: bool = field(
+        default=False,
+        metadata={
+            "help": "With --stateful: AWD-LSTM's variable backpropagation length. Each batch is --block_size tokens "
+            "long with probability 0.95, else half of it, then drawn from a normal of that mean and deviation 5, and "
+            "its loss (so its step) is scaled by length / block_size."
+        },
+    )
+    average_when_stalled: int | None = field(
+        default=None,
+        metadata={
+            "help": "NT-ASGD (AWD-LSTM's optimiser schedule; 5 there): once the validation loss is worse than the "
+            "best of the evaluations before the last N, keep averaging the weights after every step "
+            "(torch.optim.swa_utils.AveragedModel) and evaluate and save the average. Use with --optim sgd and "
+            "evaluations during training (--eval_strategy steps or epoch)."
+        },
+    )
 
     def __post_init__(self):
         # Without an accelerator, say so: transformers runs DDP on CPUs (gloo, under torchrun or accelerate launch)
@@ -29,6 +46,10 @@ class EvolutionTrainingArguments(TrainingArguments):
         if not self.use_cpu and not torch.accelerator.is_available():
             self.use_cpu = True
         super().__post_init__()
+        if self.average_when_stalled is not None and self.average_when_stalled < 1:
+            raise ValueError(
+                f"--average_when_stalled must be a positive number of evaluations, got {self.average_when_stalled}."
+            )
 
 
 @dataclass

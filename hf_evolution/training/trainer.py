@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Sampler
-from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainerState
+from torch.utils.data import DataLoader
+from transformers import PreTrainedModel, Trainer, TrainerState
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_pt_utils import nested_gather
@@ -24,45 +24,12 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from ..modeling_recurrent import RecurrentCache, RecurrentPreTrainedModel
 from ..runs import RunFolder, write_json
+from .averaging import WeightAveraging
 from .model_card import write_model_card
+from .streams import ResetStreamsEachEpoch, StreamSampler, VariableLengthStreams, stream_state_name
 
 logger = logging.getLogger(__name__)
 RUN_STATE_NAME = "run_state.json"
-
-
-def stream_state_name(rank: int) -> str:
-    return f"stream_state_rank{rank}.pt"
-
-
-class StreamSampler(Sampler):
-    """This process's rows of a `batchify_for_lm` layout, in order: global batch i holds `batch_size * world_size`
-    rows, of which process r reads the r-th `batch_size`, so each process carries the state of its own streams."""
-
-    def __init__(self, num_rows: int, batch_size: int, world_size: int = 1, rank: int = 0):
-        self.batch_size, self.world_size, self.rank = batch_size, world_size, rank
-        self.steps = num_rows // (batch_size * world_size)
-
-    def __len__(self) -> int:
-        return self.steps * self.batch_size
-
-    def __iter__(self):
-        width = self.batch_size * self.world_size
-        for step in range(self.steps):
-            first = step * width + self.rank * self.batch_size
-            yield from range(first, first + self.batch_size)
-
-
-class ResetStreamsEachEpoch(TrainerCallback):
-    """Each epoch reads the streams from their start, from a zero state; a resume within an epoch keeps the state
-    the checkpoint saved."""
-
-    def __init__(self, trainer: EvolutionTrainer):
-        self.trainer = trainer
-
-    def on_epoch_begin(self, args, state, control, **kwargs):
-        resumed_mid_epoch = self.trainer.stream_cache is not None and state.epoch % 1 != 0
-        if not resumed_mid_epoch:
-            self.trainer.stream_cache = None
 
 
 def save_remote_code(model: PreTrainedModel, folder: str | Path) -> None:
@@ -130,6 +97,10 @@ class EvolutionTrainer(Trainer):
                     "has none (a transformer reads a window, not a stream). Leave --stateful out for it."
                 )
             self.add_callback(ResetStreamsEachEpoch(self))
+        self.averaging = None
+        if self.args.average_when_stalled is not None:
+            self.averaging = WeightAveraging(self, self.args.average_when_stalled)
+            self.add_callback(self.averaging)
         if self.args.push_to_hub and self.args.should_save:
             # Intermediate pushes upload the output folder after copying weights and config.json from the
             # checkpoint, not the code files that config.json names; put those in the folder once, up front.
@@ -145,11 +116,13 @@ class EvolutionTrainer(Trainer):
             earlier_steps = TrainerState.load_from_json(str(checkpoint / TRAINER_STATE_NAME)).global_step
             if (checkpoint / RUN_STATE_NAME).is_file():
                 self.load_run_state(json.loads((checkpoint / RUN_STATE_NAME).read_text()))
-            if self.stateful:
-                self.stream_cache = self.load_stream_state(checkpoint)
             else:
                 logger.warning(f"{checkpoint} has no {RUN_STATE_NAME}: train_loss covers the resumed steps only.")
                 earlier_steps = 0
+            if self.stateful:
+                self.stream_cache = self.load_stream_state(checkpoint)
+            if self.averaging is not None:
+                self.averaging.load(checkpoint, self.model)
         output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
         if earlier_steps == 0:
             return output
@@ -163,6 +136,17 @@ class EvolutionTrainer(Trainer):
         if not self.stateful:
             return super().get_train_dataloader()
         batch_size = self.args.per_device_train_batch_size
+        if self.args.variable_bptt:
+            streams = VariableLengthStreams(
+                self.train_dataset,
+                batch_size,
+                self.args.world_size,
+                self.args.process_index,
+                len(self.train_dataset[0]["input_ids"]),
+                self.args.seed,
+                epoch=lambda: int(self.state.epoch or 0),
+            )
+            return DataLoader(streams, batch_size=None, num_workers=0)
         sampler = StreamSampler(len(self.train_dataset), batch_size, self.args.world_size, self.args.process_index)
         if len(sampler) == 0:
             raise ValueError(
@@ -186,8 +170,10 @@ class EvolutionTrainer(Trainer):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if self.stream_cache is None:
             self.stream_cache = RecurrentCache(self.model.config)
+        length_scale = inputs.pop("length_scale", 1.0)  # variable BPTT: AWD-LSTM scales the step by length / bptt
         inputs = {**inputs, "cache": self.stream_cache, "use_cache": True}
         loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+        loss = loss * length_scale
         self.stream_cache.detach_()
         return (loss, outputs) if return_outputs else loss
 
@@ -237,6 +223,9 @@ class EvolutionTrainer(Trainer):
         if self.stateful:  # every process its own streams' state
             folder.mkdir(parents=True, exist_ok=True)
             self.save_stream_state(folder)
+        if self.averaging is not None and self.args.should_save:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.averaging.save(folder)
         if self.args.should_save:
             folder.mkdir(parents=True, exist_ok=True)
             write_json(folder / RUN_STATE_NAME, run_state)
@@ -250,6 +239,13 @@ class EvolutionTrainer(Trainer):
         for callback in self.callback_handler.callbacks:
             if type(callback).__name__ in run_state["callbacks"]:
                 callback.load_checkpoint_state(run_state["callbacks"][type(callback).__name__])
+
+    def evaluate(self, *args, **kwargs) -> dict:
+        """With NT-ASGD averaging under way, evaluate the averaged weights, as AWD-LSTM does."""
+        if self.averaging is None or self.averaging.averaged is None:
+            return super().evaluate(*args, **kwargs)
+        with self.averaging.swapped_in(self.model):
+            return super().evaluate(*args, **kwargs)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         super().save_model(output_dir, _internal_call)
