@@ -11,6 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import classic_lm  # noqa: E402
 import data_pipeline  # noqa: E402
 import generation  # noqa: E402
 import gpu  # noqa: E402
@@ -24,6 +25,7 @@ BENCHMARKS = {
     "training throughput": trainer_throughput,
     "data pipeline": data_pipeline,
     "GPU path": gpu,
+    "classic word LM": classic_lm,
 }
 
 

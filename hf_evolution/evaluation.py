@@ -28,7 +28,7 @@ def is_stateful(model) -> bool:
 def stateful_loss(model, stream: np.ndarray, *, block_size: int, rows: int = STATEFUL_EVAL_ROWS) -> tuple[float, int]:
     """Summed next-token loss (nats) and the number of tokens scored, reading `rows` contiguous rows of the stream
     in blocks of `block_size` with the state carried from each block to the next."""
-    batch = torch.as_tensor(stream_rows(stream, rows), dtype=torch.long)
+    batch = torch.tensor(stream_rows(stream, rows), dtype=torch.long)  # a copy: Arrow arrays are read-only
     if batch.shape[1] < 2:
         raise ValueError(f"A stream of {len(stream)} tokens is too short for {rows} rows of at least 2 tokens.")
     device = next(model.parameters()).device
@@ -54,7 +54,7 @@ def sliding_window_loss(
     `batch_size` windows at a time."""
     if not 0 < stride <= window:
         raise ValueError(f"The stride ({stride}) must be between 1 and the window ({window}).")
-    ids = torch.as_tensor(stream, dtype=torch.long)
+    ids = torch.tensor(stream, dtype=torch.long)
     device = next(model.parameters()).device
     windows, scored_until = [], 1
     for begin in range(0, len(ids) - 1, stride):

@@ -18,7 +18,14 @@ def test_run_all_smoke_reports_every_target_and_writes_its_results():
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((BENCHMARKS / "results" / "summary_smoke.json").read_text())
     checks = summary["checks"]
-    assert set(checks) == {"wrapper overhead", "generation", "training throughput", "data pipeline", "GPU path"}
+    assert set(checks) == {
+        "wrapper overhead",
+        "generation",
+        "training throughput",
+        "data pipeline",
+        "GPU path",
+        "classic word LM",
+    }
     names = [item["name"] for items in checks.values() for item in items]
     for family in ("lstm", "gru", "rnn"):
         assert f"{family} training step, ours / plain PyTorch" in names
@@ -29,7 +36,8 @@ def test_run_all_smoke_reports_every_target_and_writes_its_results():
         assert item["target"] and isinstance(item["passed"], bool), item
         status = "PASS" if item["passed"] else "FAIL"
         assert f"{status}  {item['name']}" in result.stdout, "each target is printed with PASS/FAIL"
-    for name in ("wrapper_overhead", "generation", "trainer_throughput", "data_pipeline", "gpu"):
+    assert "test perplexity, ours / classic" in names
+    for name in ("wrapper_overhead", "generation", "trainer_throughput", "data_pipeline", "gpu", "classic_lm"):
         assert json.loads((BENCHMARKS / "results" / f"{name}_smoke.json").read_text())["machine"]["versions"]["torch"]
     # The one invariant that is not a speed: the recurrent state does not grow with the context.
     state = next(item for item in checks["generation"] if item["name"].startswith("LSTM state bytes"))

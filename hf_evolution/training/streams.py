@@ -61,7 +61,7 @@ class VariableLengthStreams(Dataset):
         mine = [step * width + rank * batch_size + row for step in range(steps) for row in range(batch_size)]
         rows = inputs[mine].reshape(steps, batch_size, -1).transpose(1, 0, 2).reshape(batch_size, -1)
         last = targets[mine].reshape(steps, batch_size, -1)[-1, :, -1:]
-        self.rows = torch.as_tensor(np.concatenate([rows, last], axis=1), dtype=torch.long)
+        self.rows = torch.tensor(np.concatenate([rows, last], axis=1), dtype=torch.long)
         self.block_size, self.seed, self.epoch = block_size, seed, epoch
         self.steps = (self.rows.shape[1] - 1) // block_size
 
