@@ -205,3 +205,19 @@ def test_time_budget_and_pretrained_bert(tmp_path):
     assert rows["lstm"]["train_tokens"] < 10_000_000 and 1.5 <= rows["lstm"]["train_seconds"] < 10
     assert rows["bert-pretrained"]["params_total"] > 20_000_000
     assert any("bert-pretrained" in note for note in results["notes"])
+
+
+def test_a_run_that_fails_after_opening_its_folder_leaves_nothing_behind(tmp_path, capsys):
+    """A corpus without labels is found out only once it is loaded: the folder must not block the corrected rerun."""
+    data = tmp_path / "novel.txt"
+    data.write_text(
+        "".join(f"Line {i} of a novel that has no topics at all, and goes on. " * 8 + "\n" for i in range(300))
+    )
+    output = tmp_path / "run"
+    command = ["compare", "--preset", "smoke", "--models", "lstm", "--dataset", str(data), "--output", str(output)]
+    assert main([*command, "--task", "classify"]) == 2
+    assert "has no label column" in capsys.readouterr().err
+    assert not output.exists()
+    assert main([*command, "--task", "lm"]) == 0, "the corrected command runs without --overwrite"
+    text = (output / "results.md").read_text()
+    assert "(classify)" not in text and "BERT" not in text, "the report says only what the run did"
