@@ -98,8 +98,9 @@ class EvolutionTrainer(Trainer):
                 )
             self.add_callback(ResetStreamsEachEpoch(self))
         self.averaging = None
-        if self.args.average_when_stalled is not None:
-            self.averaging = WeightAveraging(self, self.args.average_when_stalled)
+        nonmono = getattr(self.args, "average_when_stalled", None)  # plain TrainingArguments have none of ours
+        if nonmono is not None:
+            self.averaging = WeightAveraging(self, nonmono)
             self.add_callback(self.averaging)
         if self.args.push_to_hub and self.args.should_save:
             # Intermediate pushes upload the output folder after copying weights and config.json from the
@@ -136,7 +137,7 @@ class EvolutionTrainer(Trainer):
         if not self.stateful:
             return super().get_train_dataloader()
         batch_size = self.args.per_device_train_batch_size
-        if self.args.variable_bptt:
+        if getattr(self.args, "variable_bptt", False):
             streams = VariableLengthStreams(
                 self.train_dataset,
                 batch_size,
