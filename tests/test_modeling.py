@@ -340,3 +340,11 @@ def test_float_input_ids_are_refused_with_a_clear_error():
     model = make_model("gru")
     with pytest.raises(ValueError, match="must hold integer token ids, got a tensor of torch.float32"):
         model(torch.tensor([[5.0, 6.0]]))
+
+
+def test_token_ids_on_an_accelerator_are_not_read_back_at_every_forward():
+    """Reading the ids' values would wait for the device at every decoding step: only CPU tensors are read."""
+    model = make_model("lstm", "base")
+    model.check_input_ids(torch.zeros(1, 3, dtype=torch.long, device="meta"))  # values unreadable: none were read
+    with pytest.raises(ValueError, match="Token id 320"):
+        model.check_input_ids(torch.tensor([[5, 320]]))
