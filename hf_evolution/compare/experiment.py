@@ -185,7 +185,7 @@ def train_and_measure(task, family, corpus, tokenizer, settings, preset, run_dir
     model = comparison_model(task, family, model_tokenizer, corpus, preset, settings)
     counts = parameter_counts(model)
 
-    stateful = task == "lm" and settings.get("protocol", "best") == "best" and family in RECURRENT_FAMILIES
+    stateful = task == "lm" and settings.get("protocol") == "stateful" and family in RECURRENT_FAMILIES
     output_dir = run_dir / "models" / f"{task}-{family}"
     max_steps = max(1, math.ceil(budget / (preset.batch_size * data["tokens_per_sample"])))
     args = EvolutionTrainingArguments(
@@ -264,7 +264,7 @@ def train_and_measure(task, family, corpus, tokenizer, settings, preset, run_dir
         else:
             row[f"{prefix}_accuracy"] = metrics[f"{prefix}_accuracy"]
             row[f"{prefix}_f1_macro"] = metrics[f"{prefix}_f1_macro"]
-    if task == "lm" and settings.get("protocol", "best") == "best":
+    if task == "lm":
         for split, prefix in (("validation", "val"), ("test", "test")):
             total, count, row["stream_protocol"] = stream_loss(
                 trainer.model, data["streams"][split], block_size=preset.block_size

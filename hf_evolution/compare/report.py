@@ -107,7 +107,7 @@ def results_markdown(results: dict) -> str:
         lines += [
             f"Language modelling is scored two ways: blocks of {preset['block_size']} tokens each read from nothing "
             "(the common protocol), and the whole split read as one stream, each family its own way"
-            + (f" ({'; '.join(protocols)})" if protocols else " (not run: --protocol common)")
+            + f" ({'; '.join(protocols)})"
             + ". Perplexities compare only within one protocol and one tokenizer.",
             "",
         ]
