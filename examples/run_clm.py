@@ -65,14 +65,29 @@ class DataTrainingArguments(ScriptDataArguments):
         metadata={
             "help": "Train as recurrent LMs train best (truncated BPTT): the training split as "
             "per_device_train_batch_size contiguous streams per process, read in order in blocks of --block_size, "
-            "the state carried from each block to the next and detached, reset at each epoch. Recurrent models only."
+            "the state carried from each block to the next and detached, reset at each epoch. Recurrent models only. "
+            "It also makes the classic word language model's optimiser the default: plain SGD (--optim sgd "
+            "--learning_rate 20 --max_grad_norm 0.25 --weight_decay 0), which beat AdamW for every recurrent family "
+            "with stateful training (README, 'Stateful training'); give any of those options to override it."
         },
     )
 
 
-def main(argv: list[str] | None = None) -> dict:
+# What --stateful makes the default, where the command line does not say otherwise.
+STATEFUL_DEFAULTS = {"optim": "sgd", "learning_rate": 20.0, "max_grad_norm": 0.25, "weight_decay": 0.0}
+
+
+def parse_arguments(argv: list[str] | None = None):
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, EvolutionTrainingArguments))
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    if data_args.stateful:  # parsed again: what the command line gives still wins over these defaults
+        parser.set_defaults(**STATEFUL_DEFAULTS)
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    return model_args, data_args, training_args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    model_args, data_args, training_args = parse_arguments(argv)
     setup_logging(training_args, logger)
 
     # Everything that can be wrong with the arguments fails here, before the output folder, data or training.

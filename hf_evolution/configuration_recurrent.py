@@ -8,6 +8,7 @@ This file imports nothing but transformers so that it can travel as remote code.
 from transformers import PreTrainedConfig
 
 POOLING_MODES = ("last", "mean", "max")
+RECURRENT_INITIALIZATIONS = ("orthogonal", "torch")
 
 
 class RecurrentConfig(PreTrainedConfig):
@@ -40,7 +41,11 @@ class RecurrentConfig(PreTrainedConfig):
             token), `"mean"` or `"max"` over real tokens. Padding never takes part.
         tie_word_embeddings (`bool`, defaults to `True`): Share the input embeddings with the LM output layer.
         initializer_range (`float`, defaults to 0.1): Embeddings and output layers start uniform in
-            `[-initializer_range, initializer_range]`; recurrent weights start orthogonal (see `_init_weights`).
+            `[-initializer_range, initializer_range]`.
+        recurrent_initialization (`str`, defaults to `"orthogonal"`): How the recurrent layers start. `"orthogonal"`:
+            orthogonal hidden-to-hidden weights, zero biases and, in an LSTM, forget-gate bias 1 (see `_init_weights`).
+            `"torch"`: torch's own default, every weight and bias uniform in `[-1/sqrt(hidden_size), 1/sqrt(hidden_size)]`,
+            as PyTorch's word language model example trains them (in `benchmarks/classic_lm.py` it learned faster).
         use_cache (`bool`, defaults to `True`): Return the recurrent state so that generation feeds one token a step.
     """
 
@@ -61,6 +66,7 @@ class RecurrentConfig(PreTrainedConfig):
     classifier_pooling: str = "last"
     tie_word_embeddings: bool = True
     initializer_range: float = 0.1
+    recurrent_initialization: str = "orthogonal"
     use_cache: bool = True
     pad_token_id: int | None = None
     bos_token_id: int | None = None
@@ -93,6 +99,11 @@ class RecurrentConfig(PreTrainedConfig):
                 raise ValueError(f"`{name}` must be a non-negative number, got {value!r}.")
         if self.classifier_pooling not in POOLING_MODES:
             raise ValueError(f"`classifier_pooling` must be one of {POOLING_MODES}, got {self.classifier_pooling!r}.")
+        if self.recurrent_initialization not in RECURRENT_INITIALIZATIONS:
+            raise ValueError(
+                f"`recurrent_initialization` must be one of {RECURRENT_INITIALIZATIONS}, got "
+                f"{self.recurrent_initialization!r}."
+            )
         if isinstance(self.initializer_range, bool) or not isinstance(self.initializer_range, (int, float)):
             raise ValueError(f"`initializer_range` must be a positive number, got {self.initializer_range!r}.")
         if self.initializer_range <= 0:

@@ -282,18 +282,22 @@ class RecurrentPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.bias)
         elif isinstance(module, tuple(RECURRENT_MODULES.values())):
             init_recurrent_weights(
-                module, GATES_PER_FAMILY[self.config.model_type], is_lstm=isinstance(module, nn.LSTM)
+                module,
+                GATES_PER_FAMILY[self.config.model_type],
+                is_lstm=isinstance(module, nn.LSTM),
+                orthogonal=self.config.recurrent_initialization == "orthogonal",
             )
 
 
-def init_recurrent_weights(module: nn.RNNBase, num_gates: int, is_lstm: bool) -> None:
+def init_recurrent_weights(module: nn.RNNBase, num_gates: int, is_lstm: bool, orthogonal: bool) -> None:
+    """`orthogonal`, or else torch's own `reset_parameters` (everything uniform in +-1/sqrt(hidden_size))."""
     hidden_size = module.hidden_size
     input_bound = 1 / math.sqrt(hidden_size)
     for name, param in module.named_parameters():
         # Slices lose the flag that marks weights loaded from a checkpoint, so check it on the whole tensor.
         if getattr(param, "_is_hf_initialized", False):
             continue
-        if name.startswith("weight_ih"):
+        if name.startswith("weight_ih") or not orthogonal:
             init.uniform_(param, -input_bound, input_bound)
         elif name.startswith("weight_hh"):
             for gate in range(num_gates):

@@ -36,7 +36,8 @@ def test_run_all_smoke_reports_every_target_and_writes_its_results():
         assert item["target"] and isinstance(item["passed"], bool), item
         status = "PASS" if item["passed"] else "FAIL"
         assert f"{status}  {item['name']}" in result.stdout, "each target is printed with PASS/FAIL"
-    assert "test perplexity, ours / classic" in names
+    assert "test perplexity, ours / classic (same recipe)" in names
+    assert any(name.startswith("test perplexity, ours with the AWD options / classic") for name in names)
     for name in ("wrapper_overhead", "generation", "trainer_throughput", "data_pipeline", "gpu", "classic_lm"):
         assert json.loads((BENCHMARKS / "results" / f"{name}_smoke.json").read_text())["machine"]["versions"]["torch"]
     # The one invariant that is not a speed: the recurrent state does not grow with the context.

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hf_evolution.cli import main
+from hf_evolution.compare.settings import LEARNING_RATES, SGD_LEARNING_RATES, training_recipe
 from hf_evolution.runs import open_run_folder
 
 FIGURES = {
@@ -79,13 +80,39 @@ def test_every_language_model_is_also_scored_over_whole_splits_its_own_way(smoke
     assert "test ppl (blocks) | test ppl (stream)" in text and "gpt2: sliding window of 64, stride 32" in text
 
 
-def test_the_stateful_protocol_trains_recurrent_language_models_as_streams(tmp_path):
+def test_each_family_trains_its_own_best_way_by_default(smoke_run):
+    runs = json.loads((smoke_run / "results.json").read_text())["runs"]
+    rows = {row["model"]: row for row in runs if row["task"] == "lm"}
+    for family in ("rnn", "lstm", "gru"):
+        recipe = (rows[family]["training"], rows[family]["optimizer"], rows[family]["learning_rate"])
+        assert recipe == ("stateful", "sgd", SGD_LEARNING_RATES[family])
+    assert (rows["gpt2"]["training"], rows["gpt2"]["optimizer"]) == ("blocks", "adamw")
+
+
+def test_the_common_protocol_trains_every_language_model_on_blocks_with_adamw(tmp_path):
     output = tmp_path / "run"
-    command = ["compare", "--preset", "smoke", "--task", "lm", "--models", "lstm,gpt2", "--protocol", "stateful"]
+    command = ["compare", "--preset", "smoke", "--task", "lm", "--models", "lstm,gpt2", "--protocol", "common"]
     assert main([*command, "--output", str(output)]) == 0
     rows = {row["model"]: row for row in json.loads((output / "results.json").read_text())["runs"]}
-    assert rows["lstm"]["training"] == "stateful" and rows["gpt2"]["training"] == "blocks"
+    assert rows["lstm"]["training"] == rows["gpt2"]["training"] == "blocks"
+    assert (rows["lstm"]["optimizer"], rows["lstm"]["learning_rate"]) == ("adamw", LEARNING_RATES["lm"]["lstm"])
     assert math.isfinite(rows["lstm"]["test_stream_perplexity"])
+
+
+@pytest.mark.parametrize(
+    ("task", "family", "protocol", "optimizer", "learning_rate", "expected"),
+    [
+        ("lm", "gru", "best", None, None, ("sgd", SGD_LEARNING_RATES["gru"], 0.0, True)),
+        ("lm", "gru", "best", "adamw", None, ("adamw", LEARNING_RATES["lm"]["gru"], 0.01, True)),
+        ("lm", "lstm", "common", "sgd", 5.0, ("sgd", 5.0, 0.0, False)),
+        ("lm", "gpt2", "best", "sgd", None, ("adamw", LEARNING_RATES["lm"]["gpt2"], 0.01, False)),
+        ("classify", "lstm", "best", "sgd", None, ("adamw", LEARNING_RATES["classify"]["lstm"], 0.01, False)),
+    ],
+)
+def test_training_recipes(task, family, protocol, optimizer, learning_rate, expected):
+    """--optimizer reaches the recurrent language models only; --learning-rate wins everywhere."""
+    recipe = training_recipe(task, family, protocol, optimizer, learning_rate)
+    assert (recipe.optimizer, recipe.learning_rate, recipe.weight_decay, recipe.stateful) == expected
 
 
 def test_sizes_are_matched_within_10_percent(smoke_run):

@@ -694,3 +694,28 @@ def test_stateful_resume_within_an_epoch_continues_the_streams_with_their_state(
     expected_results = json.loads((straight / "train_results.json").read_text())
     resumed_results = json.loads((interrupted / "train_results.json").read_text())
     assert resumed_results["train_loss"] == pytest.approx(expected_results["train_loss"], abs=1e-6)
+
+
+def test_stateful_makes_plain_sgd_the_default_and_the_command_line_still_wins():
+    _, _, stateful = run_clm.parse_arguments(["--model_type", "lstm", "--output_dir", "out", "--stateful"])
+    assert (stateful.optim, stateful.learning_rate, stateful.max_grad_norm, stateful.weight_decay) == (
+        "sgd",
+        20.0,
+        0.25,
+        0.0,
+    )
+    given = [
+        "--model_type",
+        "gru",
+        "--output_dir",
+        "out",
+        "--stateful",
+        "--learning_rate",
+        "5",
+        "--optim",
+        "adamw_torch",
+    ]
+    _, _, chosen = run_clm.parse_arguments(given)
+    assert (chosen.optim, chosen.learning_rate, chosen.max_grad_norm) == ("adamw_torch", 5.0, 0.25)
+    _, _, blocks = run_clm.parse_arguments(["--model_type", "lstm", "--output_dir", "out"])
+    assert blocks.optim != "sgd" and blocks.learning_rate == 5e-5

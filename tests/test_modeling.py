@@ -1,5 +1,7 @@
 """Configs, heads, losses, padding, weight tying, initialisation and bad input for the three recurrent families."""
 
+import copy
+
 import pytest
 import torch
 from conftest import FAMILIES, make_model, tiny_config
@@ -33,6 +35,7 @@ from hf_evolution import GRUConfig, LSTMConfig, RNNConfig
         ("classifier_dropout", 2.0),
         ("classifier_pooling", "cls"),
         ("initializer_range", 0),
+        ("recurrent_initialization", "xavier"),
         ("pad_token_id", 10_000),
         ("eos_token_id", -1),
     ],
@@ -254,6 +257,20 @@ def test_recurrent_initialisation(model_type):
     else:
         assert bool((rnn.bias_ih_l0 == 0).all())
     assert model.model.embeddings.weight.abs().max() <= model.config.initializer_range
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_torch_recurrent_initialisation_matches_reset_parameters(model_type):
+    """`recurrent_initialization="torch"` draws every recurrent weight and bias as torch's own default does."""
+    model = make_model(model_type, hidden_size=32, recurrent_initialization="torch")
+    rnn = model.model.layers[0].rnn
+    reference = copy.deepcopy(rnn)
+    reference.reset_parameters()
+    for name, ours in rnn.named_parameters():
+        theirs = getattr(reference, name)
+        assert ours.abs().max() <= 1 / 32**0.5, name
+        assert abs(ours.std().item() - theirs.std().item()) < 0.25 * theirs.std().item(), name
+    assert not bool((rnn.bias_ih_l0 == 0).any())
 
 
 # --- dropout and activation checkpointing -----------------------------------------------------------------------

@@ -7,9 +7,10 @@ from conftest import make_model
 from datasets import Dataset
 from transformers import default_data_collator
 
-from hf_evolution.data import stream_rows
+from hf_evolution.data import batchify_for_lm, stream_rows, token_stream
 from hf_evolution.evaluation import sliding_window_loss, stateful_loss
 from hf_evolution.families import build_model
+from hf_evolution.tokenization import train_tokenizer
 from hf_evolution.training import EvolutionTrainer, EvolutionTrainingArguments
 from hf_evolution.training.trainer import StreamSampler
 
@@ -79,15 +80,9 @@ def record_initial_states(model, seen: list):
 
 
 def stateful_trainer(tmp_path, model, dataset, eval_dataset=None, **arguments):
+    defaults = {"per_device_train_batch_size": 2, "learning_rate": 0.1, "logging_steps": 1}
     args = EvolutionTrainingArguments(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=2,
-        learning_rate=0.1,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=1,
-        disable_tqdm=True,
-        **arguments,
+        output_dir=str(tmp_path), report_to="none", save_strategy="no", disable_tqdm=True, **{**defaults, **arguments}
     )
     return EvolutionTrainer(
         model=model,
@@ -231,3 +226,39 @@ def test_stateful_training_with_variable_bptt_and_averaging_runs_end_to_end(tmp_
     result = trainer.train()
     assert result.global_step == 12 and np.isfinite(result.training_loss)
     assert trainer.averaging.losses and len(trainer.averaging.losses) == 6
+
+
+def block_loss(model, stream: np.ndarray, block_size: int) -> float:
+    """Today's common protocol: the stream cut into blocks, each read from a zero state, its first token unscored."""
+    blocks = torch.as_tensor(
+        stream[: len(stream) // block_size * block_size].reshape(-1, block_size), dtype=torch.long
+    )
+    with torch.no_grad():
+        logits = model(blocks[:, :-1], use_cache=False).logits
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), blocks[:, 1:].flatten()).item()
+
+
+def test_a_stateful_trained_lstm_scores_better_with_its_state_carried_than_on_blocks(tmp_path, bbc_news):
+    """Trained with its state carried, the model learns to use context beyond a block, so reading the split as one
+    stream beats reading it in blocks from nothing by a wide margin: 3.16 against 3.46 nats per character here, where
+    the same model trained on shuffled blocks of 9 gives 3.16 and 3.17."""
+    corpus = {split: bbc_news[split].select(range(40)) for split in ("train", "validation")}
+    tokenizer = train_tokenizer(corpus["train"], "char")
+    block_size, rows = 8, 16
+    train = batchify_for_lm(corpus["train"], tokenizer, block_size, rows)
+    model = build_model("lstm", "lm", "tiny", tokenizer, seed=0, input_dropout=0.0, hidden_dropout=0.0)
+    trainer = stateful_trainer(
+        tmp_path,
+        model,
+        train,
+        per_device_train_batch_size=rows,
+        learning_rate=1.0,
+        optim="sgd",
+        max_grad_norm=0.25,
+        max_steps=300,
+    )
+    trainer.train()
+    model.eval()
+    stream = token_stream(corpus["validation"], tokenizer)
+    total, count = stateful_loss(model, stream, block_size=block_size, rows=4)
+    assert total / count < 0.95 * block_loss(model, stream, block_size)

@@ -23,7 +23,7 @@ from ..runs import PeakMemory, best_time, environment, pick_device, seed_everyth
 from ..tokenization import load_tokenizer
 from ..training import EvolutionTrainer, EvolutionTrainingArguments, last_complete_checkpoint
 from .report import UNITS, write_outputs
-from .settings import LM_EXCLUDED, MAX_GRAD_NORMS, Preset
+from .settings import LM_EXCLUDED, Preset
 
 
 def run_comparison(folder, settings: dict, results: dict) -> int:
@@ -185,7 +185,8 @@ def train_and_measure(task, family, corpus, tokenizer, settings, preset, run_dir
     model = comparison_model(task, family, model_tokenizer, corpus, preset, settings)
     counts = parameter_counts(model)
 
-    stateful = task == "lm" and settings.get("protocol") == "stateful" and family in RECURRENT_FAMILIES
+    recipe = settings["recipes"][task][family]
+    stateful = recipe["stateful"]
     output_dir = run_dir / "models" / f"{task}-{family}"
     max_steps = max(1, math.ceil(budget / (preset.batch_size * data["tokens_per_sample"])))
     args = EvolutionTrainingArguments(
@@ -193,11 +194,12 @@ def train_and_measure(task, family, corpus, tokenizer, settings, preset, run_dir
         max_steps=max_steps,
         per_device_train_batch_size=preset.batch_size,
         per_device_eval_batch_size=preset.batch_size,
-        learning_rate=settings["learning_rates"][task][family],
-        weight_decay=0.01,
+        optim="sgd" if recipe["optimizer"] == "sgd" else "adamw_torch_fused",
+        learning_rate=recipe["learning_rate"],
+        weight_decay=recipe["weight_decay"],
         warmup_steps=0.05,
         lr_scheduler_type="constant_with_warmup" if settings["budget_seconds"] else "linear",
-        max_grad_norm=MAX_GRAD_NORMS.get(family, 1.0),
+        max_grad_norm=recipe["max_grad_norm"],
         eval_strategy="steps",
         eval_steps=max(1, max_steps // preset.eval_points),
         save_strategy="steps",
@@ -245,6 +247,7 @@ def train_and_measure(task, family, corpus, tokenizer, settings, preset, run_dir
         "params_non_embedding": counts["non_embedding"],
         "shape": shape(model.config),
         "training": "stateful" if stateful else ("blocks" if task == "lm" else "documents"),
+        "optimizer": recipe["optimizer"],
         "learning_rate": args.learning_rate,
         "train_tokens": train_tokens,
         "train_seconds": round(tracker.training_seconds, 2),

@@ -29,6 +29,7 @@ UNITS = {
     "wall_seconds": "seconds (training, evaluation and measurements)",
     "training": "stateful: contiguous streams, state carried between batches; blocks: shuffled blocks from a zero "
     "state; documents: one document per row",
+    "optimizer": "adamw (weight decay 0.01) or sgd (plain, no weight decay); 5% warmup, then linear decay",
     "perplexity and bits_per_byte (val_, test_)": "blocks of block_size tokens, each read from nothing",
     "stream_perplexity and stream_bits_per_byte": "the whole split read as one stream, as stream_protocol says",
 }
@@ -40,6 +41,8 @@ LM_COLUMNS = {
     "params_total": "params",
     "params_non_embedding": "non-emb. params",
     "training": "training",
+    "optimizer": "optimiser",
+    "learning_rate": "lr",
     "val_loss": "val loss",
     "test_perplexity": "test ppl (blocks)",
     "test_stream_perplexity": "test ppl (stream)",

@@ -13,18 +13,54 @@ from ..families import CAUSAL_FAMILIES, MODEL_FAMILIES, SIZES
 from ..tokenization import TOKENIZER_KINDS
 
 TASKS = ("lm", "classify")
-PROTOCOLS = ("common", "stateful")
+PROTOCOLS = ("best", "common")
+OPTIMIZERS = ("adamw", "sgd")
 LM_EXCLUDED = {
     "bert": "BERT is a bidirectional encoder: it has no causal perplexity, so it is compared on classification only."
 }
-# Learning rates per task and family (AdamW, linear decay after 5% warmup), the best of a sweep over {1e-3, 3e-3, 1e-2}
-# on the default preset: gated recurrent LMs take ten times larger steps than GPT-2, and recurrent networks clip
-# gradients harder (0.25, as in the AWD-LSTM and Zaremba et al. setups).
+# AdamW learning rates per task and family (linear decay after 5% warmup), the best of a sweep over {1e-3, 3e-3, 1e-2}
+# on the default preset: gated recurrent LMs take ten times larger steps than GPT-2.
 LEARNING_RATES = {
     "lm": {"rnn": 3e-3, "lstm": 1e-2, "gru": 1e-2, "gpt2": 3e-3},
     "classify": {"rnn": 3e-3, "lstm": 1e-3, "gru": 3e-3, "gpt2": 1e-3, "bert": 3e-3, "bert-pretrained": 5e-5},
 }
+# Plain SGD learning rates of the recurrent language models (no momentum, no weight decay, same schedule), the best of a
+# sweep over {5, 20} with stateful training on the default preset (see the README's compare section).
+SGD_LEARNING_RATES = {"rnn": 20.0, "lstm": 20.0, "gru": 20.0}
+# The optimiser each recurrent language model trains best with under the best protocol (the same sweep).
+BEST_OPTIMIZERS = {"rnn": "sgd", "lstm": "sgd", "gru": "sgd"}
+# Recurrent networks clip gradients harder (0.25, as in the AWD-LSTM and Zaremba et al. setups).
 MAX_GRAD_NORMS = {"rnn": 0.25, "lstm": 0.25, "gru": 0.25}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one model trains: under the best protocol recurrent LMs read contiguous streams with their state carried."""
+
+    optimizer: str
+    learning_rate: float
+    weight_decay: float
+    max_grad_norm: float
+    stateful: bool
+
+
+def training_recipe(task: str, family: str, protocol: str, optimizer: str | None, learning_rate: float | None):
+    """The recipe of one model: the family's own best under `best`, AdamW on shuffled blocks for all under `common`.
+    The command-line `optimizer` (recurrent language models only) and `learning_rate` win where given."""
+    recurrent_lm = task == "lm" and family in SGD_LEARNING_RATES
+    if not recurrent_lm:
+        optimizer = "adamw"
+    elif optimizer is None:
+        optimizer = BEST_OPTIMIZERS[family] if protocol == "best" else "adamw"
+    if learning_rate is None:
+        learning_rate = SGD_LEARNING_RATES[family] if optimizer == "sgd" else LEARNING_RATES[task][family]
+    return Recipe(
+        optimizer=optimizer,
+        learning_rate=learning_rate,
+        weight_decay=0.0 if optimizer == "sgd" else 0.01,
+        max_grad_norm=MAX_GRAD_NORMS.get(family, 1.0),
+        stateful=recurrent_lm and protocol == "best",
+    )
 
 
 @dataclass(frozen=True)
@@ -130,15 +166,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--learning-rate",
         type=float,
-        help="one learning rate for every model (default: per task and family, see LEARNING_RATES)",
+        help="one learning rate for every model (default: per optimiser, task and family, see LEARNING_RATES and "
+        "SGD_LEARNING_RATES)",
+    )
+    parser.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        help="one optimiser for the recurrent language models: adamw, or sgd (plain, no weight decay; for recurrent "
+        "language models only). Default: each family its best (BEST_OPTIMIZERS) under --protocol best, AdamW under "
+        "common",
     )
     parser.add_argument(
         "--protocol",
         choices=PROTOCOLS,
-        default="common",
-        help="how the language models train: common (default), every model on shuffled blocks read from nothing; "
-        "stateful, the recurrent ones as contiguous streams with the state carried and detached between batches "
-        "(their learning rates are not tuned for it yet). Either way every language model is also scored over whole "
+        default="best",
+        help="how the language models train: best (default), each family its own best way: the recurrent ones read "
+        "the training split as contiguous streams with their state carried and detached between batches (truncated "
+        "BPTT) and train with their best optimiser, GPT-2 on shuffled blocks with AdamW; common, every model on "
+        "shuffled blocks read from nothing with AdamW. Either way every language model is also scored over whole "
         "splits read as one stream, each family its own way",
     )
     parser.add_argument("--seed", type=int, default=42)
@@ -201,9 +246,12 @@ def run_settings(args) -> dict:
         "tokenizer": args.tokenizer,
         "vocab_size": args.vocab_size,
         "pretrained_bert": resolve_pretrained_bert(args.pretrained_bert),
-        "learning_rates": {
-            task: {family: args.learning_rate or rate for family, rate in rates.items()}
-            for task, rates in LEARNING_RATES.items()
+        "recipes": {
+            task: {
+                family: asdict(training_recipe(task, family, args.protocol, args.optimizer, args.learning_rate))
+                for family in models[task]
+            }
+            for task in tasks
         },
         "protocol": args.protocol,
         "seed": args.seed,
