@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hf_evolution.cli import main
-from hf_evolution.compare.settings import LEARNING_RATES, SGD_LEARNING_RATES, training_recipe
+from hf_evolution.compare.settings import BEST_LM_RECIPES, LEARNING_RATES, SGD_LEARNING_RATES, training_recipe
 from hf_evolution.runs import open_run_folder
 
 FIGURES = {
@@ -72,7 +72,6 @@ def test_every_language_model_is_also_scored_over_whole_splits_its_own_way(smoke
     results = json.loads((smoke_run / "results.json").read_text())
     for row in (row for row in results["runs"] if row["task"] == "lm"):
         recurrent = row["model"] != "gpt2"
-        assert row["training"] == "blocks", row["model"]
         assert row["stream_protocol"].startswith("state carried" if recurrent else "sliding window of 64")
         for key in ("val_stream_perplexity", "test_stream_perplexity", "test_stream_bits_per_byte"):
             assert math.isfinite(row[key]) and row[key] > 0, (row["model"], key)
@@ -83,30 +82,33 @@ def test_every_language_model_is_also_scored_over_whole_splits_its_own_way(smoke
 def test_each_family_trains_its_own_best_way_by_default(smoke_run):
     runs = json.loads((smoke_run / "results.json").read_text())["runs"]
     rows = {row["model"]: row for row in runs if row["task"] == "lm"}
-    for family in ("rnn", "lstm", "gru"):
+    for family, best in BEST_LM_RECIPES.items():
         recipe = (rows[family]["training"], rows[family]["optimizer"], rows[family]["learning_rate"])
-        assert recipe == ("stateful", "sgd", SGD_LEARNING_RATES[family])
+        assert recipe == ("stateful" if best["stateful"] else "blocks", best["optimizer"], best["learning_rate"])
+    assert rows["gru"]["training"] == "stateful", "the GRU trains best with its state carried"
     assert (rows["gpt2"]["training"], rows["gpt2"]["optimizer"]) == ("blocks", "adamw")
 
 
-def test_the_common_protocol_trains_every_language_model_on_blocks_with_adamw(tmp_path):
+def test_the_common_protocol_trains_every_language_model_on_shuffled_blocks_with_adamw(tmp_path):
     output = tmp_path / "run"
-    command = ["compare", "--preset", "smoke", "--task", "lm", "--models", "lstm,gpt2", "--protocol", "common"]
+    command = ["compare", "--preset", "smoke", "--task", "lm", "--models", "gru,gpt2", "--protocol", "common"]
     assert main([*command, "--output", str(output)]) == 0
     rows = {row["model"]: row for row in json.loads((output / "results.json").read_text())["runs"]}
-    assert rows["lstm"]["training"] == rows["gpt2"]["training"] == "blocks"
-    assert (rows["lstm"]["optimizer"], rows["lstm"]["learning_rate"]) == ("adamw", LEARNING_RATES["lm"]["lstm"])
-    assert math.isfinite(rows["lstm"]["test_stream_perplexity"])
+    assert rows["gru"]["training"] == rows["gpt2"]["training"] == "blocks"
+    assert (rows["gru"]["optimizer"], rows["gru"]["learning_rate"]) == ("adamw", LEARNING_RATES["lm"]["gru"])
+    assert math.isfinite(rows["gru"]["test_stream_perplexity"])
 
 
 @pytest.mark.parametrize(
     ("task", "family", "protocol", "optimizer", "learning_rate", "expected"),
     [
-        ("lm", "gru", "best", None, None, ("sgd", SGD_LEARNING_RATES["gru"], 0.0, True)),
-        ("lm", "gru", "best", "adamw", None, ("adamw", LEARNING_RATES["lm"]["gru"], 0.01, True)),
+        ("lm", "gru", "best", None, None, ("adamw", 1e-2, 0.01, True)),
+        ("lm", "gru", "best", "sgd", None, ("sgd", SGD_LEARNING_RATES["gru"], 0.0, True)),
+        ("lm", "lstm", "best", None, None, ("adamw", 1e-2, 0.01, False)),
         ("lm", "lstm", "common", "sgd", 5.0, ("sgd", 5.0, 0.0, False)),
+        ("lm", "gru", "common", None, None, ("adamw", LEARNING_RATES["lm"]["gru"], 0.01, False)),
         ("lm", "gpt2", "best", "sgd", None, ("adamw", LEARNING_RATES["lm"]["gpt2"], 0.01, False)),
-        ("classify", "lstm", "best", "sgd", None, ("adamw", LEARNING_RATES["classify"]["lstm"], 0.01, False)),
+        ("classify", "gru", "best", "sgd", None, ("adamw", LEARNING_RATES["classify"]["gru"], 0.01, False)),
     ],
 )
 def test_training_recipes(task, family, protocol, optimizer, learning_rate, expected):
