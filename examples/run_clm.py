@@ -123,6 +123,8 @@ def train_and_evaluate(model_args, data_args, training_args, run_folder, checkpo
         train_blocks = take_first(train_blocks, len(train_blocks) - len(train_blocks) % streams)
     eval_blocks = {split: take_first(blocks[split], data_args.max_eval_samples) for split in ("validation", "test")}
 
+    if training_args.include_num_input_tokens_seen in ("no", False):  # blocks carry no padding: count them all
+        training_args.include_num_input_tokens_seen = "all"
     trainer = EvolutionTrainer(
         model=model,
         args=training_args,
@@ -145,7 +147,8 @@ def train_and_evaluate(model_args, data_args, training_args, run_folder, checkpo
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
         metrics = dict(train_result.metrics)
-        metrics["train_tokens_per_second"] = metrics["train_samples_per_second"] * block_size
+        # Counted, not derived from samples: a --variable_bptt sample is a whole batch of blocks of varying length.
+        metrics["train_tokens_per_second"] = trainer.state.num_input_tokens_seen / metrics["train_runtime"]
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
         trainer.save_state()

@@ -89,7 +89,10 @@ def test_run_clm_trains_every_family(tmp_path, small_tokenizer, family):
     for split in ("eval", "test"):
         assert results[f"{split}_perplexity"] == pytest.approx(torch.tensor(results[f"{split}_loss"]).exp().item())
         assert 0 < results[f"{split}_bits_per_byte"] < 10
-    assert results["train_tokens_per_second"] > 0 and results["sample"]
+    tokens = json.loads((out / "trainer_state.json").read_text())["num_input_tokens_seen"]
+    assert tokens == 12 * 8 * 32, "every token trained on is counted"
+    assert results["train_tokens_per_second"] == pytest.approx(tokens / results["train_runtime"])
+    assert results["sample"]
     card = (out / "README.md").read_text()
     assert "library_name: transformers" in card and "perplexity" in card and "bits per byte" in card
     assert (out / "tokenizer.json").exists() and (out / "model.safetensors").exists()
@@ -719,3 +722,14 @@ def test_stateful_makes_plain_sgd_the_default_and_the_command_line_still_wins():
     assert (chosen.optim, chosen.learning_rate, chosen.max_grad_norm) == ("adamw_torch", 5.0, 0.25)
     _, _, blocks = run_clm.parse_arguments(["--model_type", "lstm", "--output_dir", "out"])
     assert blocks.optim != "sgd" and blocks.learning_rate == 5e-5
+
+
+def test_variable_bptt_counts_the_tokens_it_trains_on(tmp_path, small_tokenizer):
+    """A --variable_bptt sample is a whole batch of blocks of varying length: tokens per second counts tokens."""
+    out = tmp_path / "awd"
+    args = [*CLM_FAST, "--model_type", "lstm", "--tokenizer_name", small_tokenizer, "--output_dir", str(out)]
+    args += ["--do_train", "--stateful", "--variable_bptt", "--max_steps", "6", "--per_device_train_batch_size", "4"]
+    results = run_clm.main(args)
+    tokens = json.loads((out / "trainer_state.json").read_text())["num_input_tokens_seen"]
+    assert 6 * 4 * 5 <= tokens <= 6 * 4 * 60 and tokens % 4 == 0
+    assert results["train_tokens_per_second"] == pytest.approx(tokens / results["train_runtime"])
