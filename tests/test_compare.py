@@ -89,12 +89,12 @@ def test_each_family_trains_its_own_best_way_by_default(smoke_run):
     assert (rows["gpt2"]["training"], rows["gpt2"]["optimizer"]) == ("blocks", "adamw")
 
 
-def test_the_common_protocol_trains_every_language_model_on_shuffled_blocks_with_adamw(tmp_path):
+def test_the_common_protocol_trains_the_gru_on_shuffled_blocks_with_adamw(tmp_path):
     output = tmp_path / "run"
-    command = ["compare", "--preset", "smoke", "--task", "lm", "--models", "gru,gpt2", "--protocol", "common"]
+    command = ["compare", "--preset", "smoke", "--task", "lm", "--models", "gru", "--protocol", "common"]
     assert main([*command, "--output", str(output)]) == 0
     rows = {row["model"]: row for row in json.loads((output / "results.json").read_text())["runs"]}
-    assert rows["gru"]["training"] == rows["gpt2"]["training"] == "blocks"
+    assert rows["gru"]["training"] == "blocks"
     assert (rows["gru"]["optimizer"], rows["gru"]["learning_rate"]) == ("adamw", LEARNING_RATES["lm"]["gru"])
     assert math.isfinite(rows["gru"]["test_stream_perplexity"])
 

@@ -230,9 +230,7 @@ def test_stateful_training_with_variable_bptt_and_averaging_runs_end_to_end(tmp_
 
 def block_loss(model, stream: np.ndarray, block_size: int) -> float:
     """Today's common protocol: the stream cut into blocks, each read from a zero state, its first token unscored."""
-    blocks = torch.as_tensor(
-        stream[: len(stream) // block_size * block_size].reshape(-1, block_size), dtype=torch.long
-    )
+    blocks = torch.tensor(stream[: len(stream) // block_size * block_size].reshape(-1, block_size), dtype=torch.long)
     with torch.no_grad():
         logits = model(blocks[:, :-1], use_cache=False).logits
     return torch.nn.functional.cross_entropy(logits.flatten(0, 1), blocks[:, 1:].flatten()).item()
