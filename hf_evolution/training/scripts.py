@@ -228,15 +228,22 @@ def setup_logging(args: TrainingArguments, logger: logging.Logger) -> None:
     transformers.utils.logging.set_verbosity(log_level)
 
 
+def in_process_group() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def run_script(main, name: str) -> int:
     """Run a script's `main()`: what a user got wrong is one line and exit code 2, a bug keeps its traceback. The
-    process group is left at the end: gloo worker threads alive at exit can abort a good distributed run."""
+    process group is left at the end, once every process got there: gloo worker threads alive at exit, or a process
+    leaving while another still works, can abort a good distributed run."""
     try:
         main()
+        if in_process_group():
+            torch.distributed.barrier()
     except USER_ERRORS as error:
         print(f"{name}: error: {one_line(error)}", file=sys.stderr)
         return 2
     finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if in_process_group():
             torch.distributed.destroy_process_group()
     return 0
