@@ -69,6 +69,8 @@ def install(moment: str, n: int) -> None:
         "inside-write": lambda: kill_on_call(hf_evolution.runs, "write_text", n, before=True, partial=half_written),
         # after an evaluation (the curve, the final figures of a model)
         "after-evaluate": lambda: kill_on_call(transformers.Trainer, "evaluate", n, before=False),
+        # after a model's results are written, before the next model (or seed) starts
+        "between-models": lambda: kill_on_call(hf_evolution.runs.RunFolder, "mark_progress", n, before=False),
         # inside the final save of a model into its output folder (not a checkpoint's), before its card
         "inside-final-save": lambda: kill_on_call(
             transformers.Trainer, "save_model", n, before=False, counted=final_save

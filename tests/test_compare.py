@@ -1,17 +1,32 @@
 """`hf-evolution compare` end to end on the smoke preset: files, finite figures, matched sizes, kill and resume."""
 
+import argparse
+import contextlib
+import csv
 import json
 import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from hf_evolution.cli import main
-from hf_evolution.compare.settings import BEST_LM_RECIPES, LEARNING_RATES, SGD_LEARNING_RATES, training_recipe
+from hf_evolution.compare.experiment import run_notes
+from hf_evolution.compare.report import SCHEMA
+from hf_evolution.compare.settings import (
+    BEST_LM_RECIPES,
+    LEARNING_RATES,
+    SGD_LEARNING_RATES,
+    add_arguments,
+    run_settings,
+    training_recipe,
+)
+from hf_evolution.compare.statistics import ranking, spread, t_quantile
 from hf_evolution.runs import open_run_folder
 
 FIGURES = {
@@ -129,6 +144,8 @@ def test_results_markdown_reads_as_a_table(smoke_run, capsys):
     assert "## Language modelling" in text and "## Topic classification" in text
     assert "| lstm | 2 x " in text and "| gpt2 | 2 x 32 |" in text
     assert "BERT is a bidirectional encoder" in text
+    assert "One seed (42): the spread between seeds is not measured" in text
+    assert "Order by test ppl (stream), best first: " in text and "(not tested: fewer than 3 seeds" in text
     header = next(line for line in text.splitlines() if line.startswith("| model"))
     assert "non-emb. params" in header and "test ppl" in header
 
@@ -144,6 +161,7 @@ KILLS = [
     ("inside-write", 2),
     ("after-evaluate", 3),
     ("inside-final-save", 1),
+    ("between-models", 1),
 ]
 QUALITY = (
     "val_loss",
@@ -157,6 +175,116 @@ QUALITY = (
 )
 
 
+TWO_SEEDS = ["compare", "--preset", "smoke", "--models", "gru", "--seeds", "2"]  # the GRU trains statefully
+
+
+@pytest.fixture(scope="module")
+def two_seed_run(tmp_path_factory):
+    output = tmp_path_factory.mktemp("compare") / "two-seeds"
+    assert main([*TWO_SEEDS, "--output", str(output)]) == 0
+    return output
+
+
+def test_two_seeds_give_their_own_figures_and_the_summary_is_their_mean(two_seed_run):
+    results = json.loads((two_seed_run / "results.json").read_text())
+    assert [(row["task"], row["seed"]) for row in results["runs"]] == [
+        ("lm", 42),
+        ("lm", 43),
+        ("classify", 42),
+        ("classify", 43),
+    ]
+    for task in ("lm", "classify"):
+        runs = [row for row in results["runs"] if row["task"] == task]
+        (summary,) = [row for row in results["summary"] if row["task"] == task]
+        assert summary["seeds"] == [42, 43] and summary["n_seeds"] == 2
+        for key in ("val_loss", "test_loss", "test_perplexity" if task == "lm" else "test_accuracy"):
+            values = [row[key] for row in runs]
+            assert summary[key] == pytest.approx(statistics.fmean(values), rel=1e-12), key
+            assert summary[f"{key}_std"] == pytest.approx(statistics.stdev(values), rel=1e-12), key
+            assert summary[f"{key}_ci95"] is None, "no interval from two seeds"
+        assert runs[0]["val_loss"] != runs[1]["val_loss"], "initialisation and data order change with the seed"
+        assert runs[0]["curve"] != runs[1]["curve"]
+        assert summary["params_total"] == runs[0]["params_total"] and isinstance(summary["params_total"], int)
+        assert runs[0]["checkpoint"] != runs[1]["checkpoint"]
+    table = (two_seed_run / "results.md").read_text()
+    assert "Seeds 42, 43: every figure is the mean" in table and " ± " in table
+    with open(two_seed_run / "results.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["model"] for row in rows] == ["gru", "gru"] and float(rows[0]["test_loss_std"]) > 0
+    with open(two_seed_run / "results_per_seed.csv") as file:
+        assert [row["seed"] for row in csv.DictReader(file)] == ["42", "43", "42", "43"]
+
+
+def test_results_json_follows_its_shipped_schema(smoke_run, two_seed_run):
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
+    for run in (smoke_run, two_seed_run):
+        results = json.loads((run / "results.json").read_text())
+        validator.validate(results)
+    broken = json.loads(json.dumps(results))
+    del broken["runs"][0]["seed"]
+    broken["summary"][0]["test_loss_std"] = -1.0
+    broken["settings"]["pooling"] = "first"
+    messages = sorted(error.message for error in validator.iter_errors(broken))
+    assert len(messages) == 3 and any("'seed' is a required property" in message for message in messages)
+
+
+def summary_row(model: str, mean: float, half_width: float | None) -> dict:
+    interval = [mean - half_width, mean + half_width] if half_width is not None else None
+    return {"model": model, "test_perplexity": mean, "test_perplexity_ci95": interval}
+
+
+def test_models_whose_intervals_overlap_share_a_rank():
+    rows = [summary_row("rnn", 300, 10), summary_row("lstm", 215, 10), summary_row("gru", 200, 10)]
+    rows.append(summary_row("gpt2", 240, 12))
+    ranks = {entry["model"]: entry for entry in ranking(rows, "test_perplexity", lower_is_better=True)}
+    assert [ranks[name]["rank"] for name in ("gru", "lstm", "gpt2", "rnn")] == [1, 1, 3, 4]
+    assert ranks["gru"]["tied"] and ranks["lstm"]["tied"] and not ranks["gpt2"]["tied"]
+    assert ranks["gru"]["better_than"] == ["gpt2", "rnn"] and ranks["lstm"]["better_than"] == ["gpt2", "rnn"]
+    accuracy = ranking(
+        [{"model": "a", "acc": 0.9, "acc_ci95": [0.85, 0.95]}, {"model": "b", "acc": 0.5, "acc_ci95": [0.4, 0.6]}],
+        "acc",
+        lower_is_better=False,
+    )
+    assert [(entry["model"], entry["rank"], entry["tied"]) for entry in accuracy] == [("a", 1, False), ("b", 2, False)]
+    untested = ranking([summary_row("rnn", 300, None), summary_row("gru", 200, None)], "test_perplexity", True)
+    assert [(entry["model"], entry["rank"]) for entry in untested] == [("gru", None), ("rnn", None)]
+
+
+def test_spread_gives_the_t_interval_from_three_seeds():
+    figures = spread([1.0, 2.0, 3.0])
+    assert figures["mean"] == 2.0 and figures["std"] == 1.0
+    assert figures["ci95"] == pytest.approx([2.0 - 4.303 / math.sqrt(3), 2.0 + 4.303 / math.sqrt(3)])
+    assert spread([5.0]) == {"mean": 5.0, "std": None, "ci95": None}
+    assert t_quantile(40) == pytest.approx(2.0211, abs=5e-4) and t_quantile(200) == pytest.approx(1.9719, abs=5e-4)
+
+
+def test_lr_sweep_chooses_on_validation_and_resumes_inside_the_sweep(tmp_path, capsys):
+    output = tmp_path / "run"
+    command = ["compare", "--preset", "smoke", "--task", "classify", "--models", "gru", "--pooling", "max"]
+    command += ["--lr-sweep", "1e-3,1e-2", "--seeds", "2", "--output", str(output)]
+    killed_at("between-models", 1, *command)
+    first = json.loads((output / "results.json").read_text())
+    assert [row["learning_rate"] for row in first["lr_sweep"][0]["trials"]] == [1e-3] and not first["runs"]
+    assert main(["compare", "--resume", "--output", str(output)]) == 0
+    assert "[1/3] classify gru seed 42 lr 0.001: finished earlier, skipped" in capsys.readouterr().out
+
+    results = json.loads((output / "results.json").read_text())
+    (sweep,) = results["lr_sweep"]
+    assert sweep["trials"][0] == first["lr_sweep"][0]["trials"][0], "the finished trial is not redone"
+    assert [row["learning_rate"] for row in sweep["trials"]] == [1e-3, 1e-2] and sweep["metric"] == "val_loss"
+    best = min(sweep["trials"], key=lambda row: row["val_loss"])
+    assert sweep["chosen"] == best["learning_rate"]
+    assert results["runs"][0] == best, "the first seed's run is the chosen trial"
+    chosen = best["learning_rate"]
+    assert [(row["seed"], row["learning_rate"]) for row in results["runs"]] == [(42, chosen), (43, chosen)]
+    for row in results["runs"]:
+        assert row["pooling"] == "max"
+        assert json.loads((output / row["checkpoint"] / "config.json").read_text())["classifier_pooling"] == "max"
+    text = (output / "results.md").read_text()
+    assert "Learning-rate sweep (--lr-sweep), seed 42, val_loss" in text and " | max | " in text
+    assert "maximum of their states" in text
+
+
 def killed_at(moment: str, n: int, *command: str) -> None:
     result = subprocess.run(
         [sys.executable, str(FAULTS), moment, str(n), "--", *command],
@@ -168,20 +296,26 @@ def killed_at(moment: str, n: int, *command: str) -> None:
     assert result.returncode == -signal.SIGKILL, (moment, n, result.returncode, result.stderr[-2000:])
 
 
-def test_compare_resumes_after_kills_at_six_moments_to_the_uninterrupted_results(tmp_path):
-    command = ["compare", "--preset", "smoke", "--models", "gru,gpt2"]  # the GRU trains statefully
-    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    assert main([*command, "--output", str(straight)]) == 0
-    killed_at(*KILLS[0], *command, "--output", str(interrupted))
+def test_compare_resumes_after_kills_at_seven_moments_to_the_uninterrupted_results(two_seed_run, tmp_path, capsys):
+    interrupted = tmp_path / "interrupted"
+    killed_at(*KILLS[0], *TWO_SEEDS, "--output", str(interrupted))
+    finished_before = []
     for moment, n in KILLS[1:]:
         finished = json.loads((interrupted / "results.json").read_text())["runs"]  # valid JSON at every kill
         assert len(finished) < 4, "each kill lands before the run is done"
+        assert finished[: len(finished_before)] == finished_before, "a finished (model, seed) is never redone"
+        finished_before = finished
         killed_at(moment, n, "compare", "--resume", "--output", str(interrupted))
+    finished_before = json.loads((interrupted / "results.json").read_text())["runs"]
+    assert [(row["task"], row["seed"]) for row in finished_before] == [("lm", 42)], "the last kill is between seeds"
+    capsys.readouterr()
     assert main(["compare", "--resume", "--output", str(interrupted)]) == 0
+    assert "[1/4] lm gru seed 42 lr 0.01: finished earlier, skipped" in capsys.readouterr().out
 
-    expected = json.loads((straight / "results.json").read_text())["runs"]
+    expected = json.loads((two_seed_run / "results.json").read_text())["runs"]
     resumed = json.loads((interrupted / "results.json").read_text())["runs"]
-    assert [(row["task"], row["model"]) for row in resumed] == [(row["task"], row["model"]) for row in expected]
+    assert resumed[:1] == finished_before, "the model finished before the last kill is kept as it was"
+    assert [(row["task"], row["seed"]) for row in resumed] == [(row["task"], row["seed"]) for row in expected]
     for want, got in zip(expected, resumed, strict=True):
         assert got["train_tokens"] == want["train_tokens"], got["model"]
         for key in QUALITY:
@@ -211,8 +345,30 @@ def test_bad_arguments_get_one_line_errors(tmp_path, capsys):
         assert main(["compare", "--overwrite", *typo, "--output", str(busy.path)]) == 2
         assert "error" in capsys.readouterr().err
         assert (busy.path / "results.json").read_text() == "{}", "checked before anything is deleted"
+    for wrong, message in (
+        (["--seeds", "0"], "expected a positive count or distinct seeds"),
+        (["--seeds", "1,1"], "expected a positive count or distinct seeds"),
+        (["--lr-sweep", "fast"], "--lr-sweep takes comma-separated learning rates"),
+        (["--lr-sweep", "--learning-rate", "1e-3"], "leave out --learning-rate, or the sweep"),
+    ):
+        with pytest.raises(SystemExit) if "seeds" in wrong[0] else contextlib.nullcontext():
+            assert main(["compare", *wrong, "--output", str(tmp_path / "c")]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+    (busy.path / "results.json").write_text(json.dumps({"schema_version": 1, "settings": {}}))
+    assert main(["compare", "--resume", "--output", str(busy.path)]) == 2
+    assert "results.json of another version of hf-evolution" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["compare", "--preset", "huge"])
+
+
+def test_the_notes_say_only_what_the_run_did():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    lm_only = run_notes(run_settings(parser.parse_args(["--task", "lm"])))
+    assert lm_only == ["BERT is a bidirectional encoder: it has no causal perplexity, so this run leaves it out."]
+    both = run_notes(run_settings(parser.parse_args(["--pooling", "mean"])))
+    assert "so it is compared on classification only" in both[0] and "classifier_pooling='mean'" in both[1]
 
 
 def test_time_budget_and_pretrained_bert(tmp_path):

@@ -12,7 +12,7 @@ import argparse
 
 from ..runs import default_run_dir, open_run_folder, write_json
 from .experiment import load_results, new_results, run_comparison
-from .report import OUTPUTS, PLOTS
+from .report import OUTPUTS, PLOTS, SCHEMA_VERSION
 from .settings import PRESETS, TASKS, add_arguments, run_settings
 
 __all__ = ["PRESETS", "add_parser", "run"]
@@ -36,6 +36,11 @@ def run(args) -> int:
             raise ValueError("--resume needs --output, the folder of the run to continue.")
         folder = open_run_folder(args.output, resume=True, resume_needs="results.json")
         results = load_results(folder.path)
+        if results.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(
+                f"{folder.path / 'results.json'} is the results.json of another version of hf-evolution (schema "
+                f"{results.get('schema_version', 1)}, this one resumes {SCHEMA_VERSION}); start a new run."
+            )
         settings = results["settings"]
         print(f"Resuming {folder.path}: {len(results['runs'])} model(s) finished, settings as first run.")
     else:

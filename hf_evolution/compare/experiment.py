@@ -22,8 +22,8 @@ from ..metrics import classification_compute_metrics, lm_metrics
 from ..runs import PeakMemory, best_time, environment, pick_device, seed_everything, shared_tokenizer
 from ..tokenization import load_tokenizer
 from ..training import EvolutionTrainer, EvolutionTrainingArguments, last_complete_checkpoint
-from .report import UNITS, write_outputs
-from .settings import LM_EXCLUDED, Preset
+from .report import SCHEMA_VERSION, UNITS, write_outputs
+from .settings import LM_EXCLUDED, SWEEP_METRICS, Preset
 
 
 def run_comparison(folder, settings: dict, results: dict) -> int:
@@ -54,17 +54,45 @@ def run_comparison(folder, settings: dict, results: dict) -> int:
         )
     results["notes"] = run_notes(settings)
     plan = [(task, family) for task in settings["tasks"] for family in settings["models"][task]]
-    done = {(row["task"], row["model"]) for row in results["runs"]}
+    progress = Progress(sum(trials_of(settings, task, family) for task, family in plan))
     data_cache = {}
-    for index, (task, family) in enumerate(plan, start=1):
-        if (task, family) in done:
-            print(f"[{index}/{len(plan)}] {task} {family}: finished earlier, skipped")
-            continue
-        print(f"[{index}/{len(plan)}] {task} {family}")
-        row = train_and_measure(task, family, corpus, tokenizer, settings, preset, run_dir, device, data_cache)
-        results["runs"].append(row)
-        write_outputs(run_dir, results)
-        folder.mark_progress()
+
+    def trial(task, family, seed, learning_rate, name, finished):
+        if finished:
+            progress.skip(f"{task} {family} seed {seed} lr {learning_rate:g}")
+            return None
+        progress.start(f"{task} {family} seed {seed} lr {learning_rate:g}")
+        return train_and_measure(
+            task, family, seed, learning_rate, name, corpus, tokenizer, settings, preset, run_dir, device, data_cache
+        )
+
+    for task, family in plan:
+        seeds = settings["seeds"]
+        learning_rate = settings["recipes"][task][family]["learning_rate"]
+        done = {row["seed"] for row in results["runs"] if (row["task"], row["model"]) == (task, family)}
+        grid = (settings["lr_sweep"] or {}).get(task, {}).get(family)
+        if grid:
+            sweep = sweep_entry(results, task, family, grid)
+            for rate in grid:
+                tried = [row for row in sweep["trials"] if row["learning_rate"] == rate]
+                name = f"{task}-{family}-lr{rate:g}-seed{seeds[0]}"
+                row = trial(task, family, seeds[0], rate, name, finished=bool(tried))
+                if row:
+                    sweep["trials"].append(row)
+                    write_outputs(run_dir, results)
+                    folder.mark_progress()
+            chosen = min(sweep["trials"], key=lambda row: row[sweep["metric"]])
+            sweep["chosen"] = learning_rate = chosen["learning_rate"]
+            if seeds[0] not in done:
+                results["runs"].append(chosen)
+                write_outputs(run_dir, results)
+            seeds = seeds[1:]  # the first seed's run is the sweep's chosen trial
+        for seed in seeds:
+            row = trial(task, family, seed, learning_rate, f"{task}-{family}-seed{seed}", finished=seed in done)
+            if row:
+                results["runs"].append(row)
+                write_outputs(run_dir, results)
+                folder.mark_progress()
     write_outputs(run_dir, results)
     print()
     print((run_dir / "results.md").read_text())
@@ -72,41 +100,95 @@ def run_comparison(folder, settings: dict, results: dict) -> int:
     return 0
 
 
+def trials_of(settings: dict, task: str, family: str) -> int:
+    grid = (settings["lr_sweep"] or {}).get(task, {}).get(family)
+    return len(settings["seeds"]) + (len(grid) - 1 if grid else 0)
+
+
+class Progress:
+    """Numbers the trainings of a run, `[3/12]`, counting the ones an earlier run finished."""
+
+    def __init__(self, total: int):
+        self.total, self.index = total, 0
+
+    def start(self, what: str) -> None:
+        self.index += 1
+        print(f"[{self.index}/{self.total}] {what}")
+
+    def skip(self, what: str) -> None:
+        self.index += 1
+        print(f"[{self.index}/{self.total}] {what}: finished earlier, skipped")
+
+
+def sweep_entry(results: dict, task: str, family: str, grid: list[float]) -> dict:
+    """The record of one model's learning-rate sweep in results.json, created on first use."""
+    for entry in results["lr_sweep"]:
+        if (entry["task"], entry["model"]) == (task, family):
+            return entry
+    entry = {"task": task, "model": family, "grid": grid, "metric": SWEEP_METRICS[task], "chosen": None, "trials": []}
+    results["lr_sweep"].append(entry)
+    return entry
+
+
 def new_results(settings: dict) -> dict:
-    return {"settings": settings, "units": UNITS, "environment": environment(), "notes": [], "runs": []}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "settings": settings,
+        "units": UNITS,
+        "environment": environment(),
+        "notes": [],
+        "runs": [],
+        "summary": [],
+        "lr_sweep": [],
+    }
 
 
 def run_notes(settings: dict) -> list[str]:
     """What a reader of the tables must know about this run, and only what applies to it."""
     notes = []
     if "lm" in settings["tasks"]:
-        notes += [LM_EXCLUDED[family] for family in settings["requested_models"] if family in LM_EXCLUDED]
+        where = (
+            "it is compared on classification only" if "classify" in settings["tasks"] else "this run leaves it out"
+        )
+        notes += [
+            f"{LM_EXCLUDED[family]}, so {where}." for family in settings["requested_models"] if family in LM_EXCLUDED
+        ]
     if "classify" in settings["tasks"]:
         if set(settings["models"]["classify"]) & set(RECURRENT_FAMILIES):
-            notes.append(
-                "Recurrent classifiers read each document through the state after its last token "
-                "(classifier_pooling='last'), the classic encoder: what they forgot on the way is lost."
-            )
+            notes.append(POOLING_NOTES[settings["pooling"]])
         if settings["pretrained_bert"]:
             notes.append(
                 f"bert-pretrained is {settings['pretrained_bert']} fine-tuned with its own WordPiece tokenizer and "
                 "pretraining: a reference point, outside the matched comparison."
             )
+    if settings["lr_sweep"]:
+        notes.append(
+            f"--lr-sweep: each model's learning rate (the lr column) was chosen with seed {settings['seeds'][0]} out "
+            "of its grid, by validation stream perplexity (language models) or validation loss (classifiers); "
+            "the sweep table lists every trial."
+        )
     return notes
+
+
+POOLING_NOTES = {
+    "last": "Recurrent classifiers read each document through the state after its last token "
+    "(classifier_pooling='last'), the classic encoder: what they forgot on the way is lost.",
+    "mean": "Recurrent classifiers read each document through the mean of their states over its tokens "
+    "(classifier_pooling='mean').",
+    "max": "Recurrent classifiers read each document through the maximum of their states over its tokens, feature "
+    "by feature (classifier_pooling='max').",
+}
 
 
 def task_data(task: str, corpus, tokenizer, preset: Preset, cache: dict) -> dict:
     """Training and evaluation sets of a task for a tokenizer, prepared once per run; for language modelling also
-    the training split as contiguous streams (stateful training) and each held-out split as one token stream."""
+    each held-out split as one token stream."""
     key = (task, tokenizer.name_or_path, len(tokenizer))
     if key in cache:
         return cache[key]
     if task == "lm":
         sets = pack_for_lm(corpus, tokenizer, preset.block_size)
-        streams = {
-            "train": batchify_for_lm(corpus["train"], tokenizer, preset.block_size, preset.batch_size),
-            **{split: token_stream(corpus[split], tokenizer) for split in ("validation", "test")},
-        }
+        streams = {split: token_stream(corpus[split], tokenizer) for split in ("validation", "test")}
         stats = corpus_stats(corpus, tokenizer)
         tokens_per_sample = preset.block_size
     else:
@@ -122,6 +204,16 @@ def task_data(task: str, corpus, tokenizer, preset: Preset, cache: dict) -> dict
         "curve_set": curve_set,
         "tokens_per_sample": tokens_per_sample,
     }
+    return cache[key]
+
+
+def stateful_stream(corpus, tokenizer, preset: Preset, seed: int, cache: dict):
+    """The training split as contiguous streams for stateful training, its articles in an order drawn by `seed`:
+    the data order of a stateful model, as shuffling is a block-trained one's."""
+    key = ("stateful", tokenizer.name_or_path, len(tokenizer), seed)
+    if key not in cache:
+        documents = corpus["train"].shuffle(seed=seed)
+        cache[key] = batchify_for_lm(documents, tokenizer, preset.block_size, preset.batch_size)
     return cache[key]
 
 
@@ -176,18 +268,25 @@ class BudgetAndCurve(TrainerCallback):
         self.started = None
 
 
-def train_and_measure(task, family, corpus, tokenizer, settings, preset, run_dir, device, data_cache) -> dict:
+def train_and_measure(
+    task, family, seed, learning_rate, name, corpus, tokenizer, settings, preset, run_dir, device, data_cache
+) -> dict:
+    """Train one model with one seed and learning rate into models/`name`, and measure it: one row of results."""
     started = time.perf_counter()
     pretrained = family == "bert-pretrained"
     model_tokenizer = load_tokenizer(settings["pretrained_bert"]) if pretrained else tokenizer
     data = task_data(task, corpus, model_tokenizer, preset, data_cache)
     budget = preset.lm_tokens if task == "lm" else preset.classify_tokens
-    model = comparison_model(task, family, model_tokenizer, corpus, preset, settings)
+    model = comparison_model(task, family, model_tokenizer, corpus, preset, settings, seed)
     counts = parameter_counts(model)
 
     recipe = settings["recipes"][task][family]
     stateful = recipe["stateful"]
-    output_dir = run_dir / "models" / f"{task}-{family}"
+    if stateful:
+        train_set = stateful_stream(corpus, model_tokenizer, preset, seed, data_cache)
+    else:
+        train_set = data["sets"]["train"]
+    output_dir = run_dir / "models" / name
     max_steps = max(1, math.ceil(budget / (preset.batch_size * data["tokens_per_sample"])))
     args = EvolutionTrainingArguments(
         output_dir=str(output_dir),
@@ -195,7 +294,7 @@ def train_and_measure(task, family, corpus, tokenizer, settings, preset, run_dir
         per_device_train_batch_size=preset.batch_size,
         per_device_eval_batch_size=preset.batch_size,
         optim="sgd" if recipe["optimizer"] == "sgd" else "adamw_torch_fused",
-        learning_rate=recipe["learning_rate"],
+        learning_rate=learning_rate,
         weight_decay=recipe["weight_decay"],
         warmup_steps=0.05,
         lr_scheduler_type="constant_with_warmup" if settings["budget_seconds"] else "linear",
@@ -207,7 +306,7 @@ def train_and_measure(task, family, corpus, tokenizer, settings, preset, run_dir
         save_total_limit=1,
         logging_steps=max(1, max_steps // 20),
         include_num_input_tokens_seen="non_padding",
-        seed=settings["seed"],
+        seed=seed,
         use_cpu=device.type == "cpu",
         bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(),
         report_to="none",
@@ -217,7 +316,7 @@ def train_and_measure(task, family, corpus, tokenizer, settings, preset, run_dir
     trainer = EvolutionTrainer(
         model=model,
         args=args,
-        train_dataset=data["streams"]["train"] if stateful else data["sets"]["train"],
+        train_dataset=train_set,
         eval_dataset=data["curve_set"],
         processing_class=model_tokenizer,
         data_collator=default_data_collator if task == "lm" else DataCollatorWithPadding(model_tokenizer),
@@ -243,12 +342,14 @@ def train_and_measure(task, family, corpus, tokenizer, settings, preset, run_dir
     row = {
         "task": task,
         "model": family,
+        "seed": seed,
         "params_total": counts["total"],
         "params_non_embedding": counts["non_embedding"],
         "shape": shape(model.config),
         "training": "stateful" if stateful else ("blocks" if task == "lm" else "documents"),
         "optimizer": recipe["optimizer"],
         "learning_rate": args.learning_rate,
+        **({"pooling": classifier_pooling(family, settings)} if task == "classify" else {}),
         "train_tokens": train_tokens,
         "train_seconds": round(tracker.training_seconds, 2),
         "train_tokens_per_second": round(train_tokens / max(tracker.training_seconds, 1e-9), 1),
@@ -290,11 +391,22 @@ def train_and_measure(task, family, corpus, tokenizer, settings, preset, run_dir
     return row
 
 
-def comparison_model(task, family, tokenizer, corpus, preset, settings):
+def comparison_model(task, family, tokenizer, corpus, preset, settings, seed):
     labels = corpus["train"].features["label"].names if task == "classify" else None
     if family == "bert-pretrained":
+        torch.manual_seed(seed)  # the new classification head
         return TASKS[task].from_pretrained(settings["pretrained_bert"], **label_fields(labels))
-    return build_model(family, task, preset.size, tokenizer, seed=settings["seed"], labels=labels)
+    pooling = (
+        {"classifier_pooling": settings["pooling"]} if task == "classify" and family in RECURRENT_FAMILIES else {}
+    )
+    return build_model(family, task, preset.size, tokenizer, seed=seed, labels=labels, **pooling)
+
+
+def classifier_pooling(family: str, settings: dict) -> str:
+    """What a classifier reads a document through, as the table shows it."""
+    if family in RECURRENT_FAMILIES:
+        return settings["pooling"]
+    return "last token" if family == "gpt2" else "[CLS]"
 
 
 @torch.no_grad()

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import csv
 import io
+import statistics
 from pathlib import Path
 
-from ..reporting import FAMILY_COLORS, markdown_table, new_figure, save_figure
+from ..reporting import FAMILY_COLORS, format_value, markdown_table, new_figure, save_figure
 from ..runs import write_json, write_text
+from .statistics import MIN_SEEDS_FOR_INTERVAL, RANKED_FIGURES, ranking, summarize
 
-OUTPUTS = ("results.json", "results.csv", "results.md")
+OUTPUTS = ("results.json", "results.csv", "results_per_seed.csv", "results.md")
 PLOTS = ("validation_loss.png", "quality_vs_parameters.png", "throughput.png")  # each prefixed by the task
+# results.json follows this JSON Schema, shipped with the package; the version changes with the layout.
+SCHEMA = Path(__file__).with_name("results.schema.json")
+SCHEMA_VERSION = 2
 
 UNITS = {
     "params_total": "parameters",
@@ -27,6 +32,9 @@ UNITS = {
     "generation_tokens_per_second": "tokens/s (greedy, batch 1)",
     "peak_memory_mb": "MiB (CUDA allocator peak on GPU, process resident peak on CPU)",
     "wall_seconds": "seconds (training, evaluation and measurements)",
+    "seed": "model initialisation and data order; the tokenizer and the splits are the same for every seed",
+    "summary": "per model over its seeds: the mean of every figure; quality figures (val_, test_) also with the "
+    "sample standard deviation (_std, null for one seed) and the 95% t interval of the mean (_ci95, from 3 seeds)",
     "training": "stateful: contiguous streams, state carried between batches; blocks: shuffled blocks from a zero "
     "state; documents: one document per row",
     "optimizer": "adamw (weight decay 0.01) or sgd (plain, no weight decay); 5% warmup, then linear decay",
@@ -44,6 +52,7 @@ LM_COLUMNS = {
     "optimizer": "optimiser",
     "learning_rate": "lr",
     "val_loss": "val loss",
+    "val_stream_perplexity": "val ppl (stream)",
     "test_perplexity": "test ppl (blocks)",
     "test_stream_perplexity": "test ppl (stream)",
     "test_bits_per_byte": "test bits/byte (blocks)",
@@ -59,6 +68,8 @@ CLASSIFY_COLUMNS = {
     "shape": "layers x width",
     "params_total": "params",
     "params_non_embedding": "non-emb. params",
+    "pooling": "pooling",
+    "learning_rate": "lr",
     "val_loss": "val loss",
     "val_accuracy": "val acc",
     "test_accuracy": "test acc",
@@ -71,38 +82,66 @@ CLASSIFY_COLUMNS = {
 
 
 def write_outputs(run_dir: Path, results: dict) -> None:
-    """results.json, results.csv, results.md and the plots, all rewritten from what has finished so far."""
+    """results.json, the CSV files, results.md and the plots, all rewritten from what has finished so far."""
+    results["summary"] = summarize(results["runs"])
     write_json(run_dir / "results.json", results)
-    rows = results["runs"]
-    columns = sorted({key for row in rows for key in row if key != "curve"}, key=str)
+    write_text(run_dir / "results.csv", csv_text([flat_summary(row) for row in results["summary"]]))
+    write_text(run_dir / "results_per_seed.csv", csv_text(results["runs"]))
+    write_text(run_dir / "results.md", results_markdown(results))
+    for task in results["settings"]["tasks"]:
+        runs = [row for row in results["runs"] if row["task"] == task]
+        if runs:
+            plot_task(run_dir, task, runs, [row for row in results["summary"] if row["task"] == task])
+
+
+def flat_summary(row: dict) -> dict:
+    """A summary row for CSV: each 95% interval as two columns."""
+    flat = {}
+    for key, value in row.items():
+        if key.endswith("_ci95"):
+            flat[f"{key}_low"], flat[f"{key}_high"] = value or (None, None)
+        else:
+            flat[key] = ";".join(map(str, value)) if isinstance(value, list) else value
+    return flat
+
+
+def csv_text(rows: list[dict]) -> str:
+    columns = list(dict.fromkeys(key for row in rows for key in row if key != "curve"))
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=columns)
     writer.writeheader()
     writer.writerows({key: row.get(key) for key in columns} for row in rows)
-    write_text(run_dir / "results.csv", table.getvalue())
-    write_text(run_dir / "results.md", results_markdown(results))
-    for task in results["settings"]["tasks"]:
-        task_rows = [row for row in rows if row["task"] == task]
-        if task_rows:
-            plot_task(run_dir, task, task_rows)
+    return table.getvalue()
+
+
+def with_spread(row: dict) -> dict:
+    """A summary row for display: each quality figure as `mean ± std` once there are two seeds."""
+    shown = dict(row)
+    for key, value in row.items():
+        if row.get(f"{key}_std") is not None:
+            shown[key] = f"{format_value(value)} ± {format_value(row[f'{key}_std'])}"
+    return shown
 
 
 def results_markdown(results: dict) -> str:
     settings, preset = results["settings"], results["settings"]["preset"]
     machine = results["environment"]["machine"]
+    seeds = settings["seeds"]
     lines = [
         "# hf-evolution compare",
         "",
         f"Data: {settings['dataset']}; tokenizer: {settings['tokenizer']} (shared); size: {preset['size']} "
-        f"(non-embedding parameters matched); seed {settings['seed']}; device: {machine['device']} "
+        f"(non-embedding parameters matched); device: {machine['device']} "
         f"({machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads).",
         "Budget per model: "
         + ", ".join(f"{preset[f'{task}_tokens']:,} training tokens ({task})" for task in settings["tasks"])
         + (f", at most {settings['budget_seconds']} s" if settings["budget_seconds"] else "")
         + ".",
+        seeds_sentence(seeds),
         "",
     ]
-    lm_rows = [row for row in results["runs"] if row["task"] == "lm"]
+    summary = results["summary"]
+    lm_rows = [row for row in summary if row["task"] == "lm"]
     if lm_rows:
         protocols = sorted(
             {f"{row['model']}: {row['stream_protocol']}" for row in lm_rows if "stream_protocol" in row}
@@ -118,48 +157,146 @@ def results_markdown(results: dict) -> str:
         ("lm", LM_COLUMNS, "Language modelling"),
         ("classify", CLASSIFY_COLUMNS, "Topic classification"),
     ):
-        task_rows = [row for row in results["runs"] if row["task"] == task]
-        if task in settings["tasks"]:
-            lines += [
-                f"## {title}",
-                "",
-                markdown_table(task_rows, columns) if task_rows else "(no model finished yet)",
-                "",
-            ]
+        task_rows = [row for row in summary if row["task"] == task]
+        if task not in settings["tasks"]:
+            continue
+        lines += [f"## {title}", ""]
+        if not task_rows:
+            lines += ["(no model finished yet)", ""]
+            continue
+        lines += [markdown_table([with_spread(row) for row in task_rows], columns), ""]
+        for key, lower_is_better in RANKED_FIGURES[task].items():
+            lines += ranking_lines(task_rows, key, columns.get(key, key), lower_is_better)
+        sweeps = [entry for entry in results["lr_sweep"] if entry["task"] == task]
+        if sweeps:
+            lines += sweep_lines(sweeps)
     if results["notes"]:
         lines += ["Notes:", *[f"- {note}" for note in results["notes"]], ""]
     return "\n".join(lines)
 
 
-def plot_task(run_dir: Path, task: str, rows: list[dict]) -> None:
-    """Validation loss against training tokens and against training time; final quality against parameters;
-    training (and generation) throughput."""
+def seeds_sentence(seeds: list[int]) -> str:
+    if len(seeds) == 1:
+        return (
+            f"One seed ({seeds[0]}): the spread between seeds is not measured, so no difference below is tested "
+            "(--seeds 3 measures it)."
+        )
+    sentence = (
+        f"Seeds {', '.join(map(str, seeds))}: every figure is the mean over the seeds; quality figures show "
+        "± the sample standard deviation."
+    )
+    if len(seeds) >= MIN_SEEDS_FOR_INTERVAL:
+        sentence += (
+            " In the ranks, a model ranks below only the models whose 95% interval (t distribution) lies wholly on "
+            "the better side of its own, and `=` marks a tie: ranks the seeds do not separate."
+        )
+    return sentence
+
+
+def ranking_lines(rows: list[dict], key: str, header: str, lower_is_better: bool) -> list[str]:
+    """The models in order of `key`, with ranks the 95% intervals support, or the order alone when they cannot."""
+    if len(rows) < 2:
+        return []
+    entries = ranking(rows, key, lower_is_better)
+    direction = "lower" if lower_is_better else "higher"
+    if entries[0]["rank"] is None:
+        return [
+            f"Order by {header}, best first: {', '.join(entry['model'] for entry in entries)} (not tested: fewer "
+            f"than {MIN_SEEDS_FOR_INTERVAL} seeds give no intervals).",
+            "",
+        ]
+    table = [
+        {
+            "rank": f"={entry['rank']}" if entry["tied"] else str(entry["rank"]),
+            "model": entry["model"],
+            "mean": entry["mean"],
+            "interval": f"{format_value(entry['ci95'][0])} to {format_value(entry['ci95'][1])}",
+            "better_than": ", ".join(entry["better_than"]) or "-",
+        }
+        for entry in entries
+    ]
+    return [
+        f"Ranks by {header}, {direction} is better:",
+        "",
+        markdown_table(
+            table,
+            {
+                "rank": "rank",
+                "model": "model",
+                "mean": header,
+                "interval": "95% interval",
+                "better_than": "resolved better than",
+            },
+        ),
+        "",
+    ]
+
+
+def sweep_lines(sweeps: list[dict]) -> list[str]:
+    metric = sweeps[0]["metric"]
+    grid = sorted({rate for entry in sweeps for rate in entry["grid"]})
+    rows = []
+    for entry in sweeps:
+        tried = {row["learning_rate"]: f"{row[metric]:.4g}" for row in entry["trials"]}
+        row = {"model": entry["model"], "chosen": entry["chosen"]}
+        row.update({f"lr {rate:g}": tried.get(rate) for rate in grid})
+        rows.append(row)
+    columns = {"model": "model", **{f"lr {rate:g}": f"lr {rate:g}" for rate in grid}, "chosen": "chosen lr"}
+    return [
+        f"Learning-rate sweep (--lr-sweep), seed {sweeps[0]['trials'][0]['seed']}, {metric} of each trial:"
+        if sweeps[0]["trials"]
+        else f"Learning-rate sweep (--lr-sweep), {metric} of each trial:",
+        "",
+        markdown_table(rows, columns),
+        "",
+    ]
+
+
+def mean_curve(rows: list[dict]) -> dict[str, list[float]]:
+    """The validation curve over seeds, point by point (seeds evaluate at the same steps): the mean tokens, seconds
+    and loss, and the lowest and highest loss."""
+    length = min(len(row["curve"]) for row in rows)
+    points = [[row["curve"][index] for row in rows] for index in range(length)]
+    return {
+        "tokens": [statistics.fmean(point["tokens"] for point in seeds) for seeds in points],
+        "seconds": [statistics.fmean(point["seconds"] for point in seeds) for seeds in points],
+        "loss": [statistics.fmean(point["val_loss"] for point in seeds) for seeds in points],
+        "low": [min(point["val_loss"] for point in seeds) for seeds in points],
+        "high": [max(point["val_loss"] for point in seeds) for seeds in points],
+    }
+
+
+def plot_task(run_dir: Path, task: str, runs: list[dict], summary: list[dict]) -> None:
+    """Validation loss against training tokens and against training time (the mean over seeds, with a band from the
+    lowest to the highest seed); final quality against parameters, with error bars of one standard deviation over
+    seeds; training (and generation) throughput, the mean over seeds."""
     figure, (by_tokens, by_time) = new_figure(12, 4.5, ncols=2)
-    for row in rows:
+    for row in summary:
         color = FAMILY_COLORS.get(row["model"].split("-")[0], "gray")
-        tokens = [point["tokens"] for point in row["curve"]]
-        seconds = [point["seconds"] for point in row["curve"]]
-        losses = [point["val_loss"] for point in row["curve"]]
+        curve = mean_curve([run for run in runs if run["model"] == row["model"]])
         style = "--" if row["model"].endswith("pretrained") else "-"
-        by_tokens.plot(tokens, losses, style, marker="o", color=color, label=row["model"])
-        by_time.plot(seconds, losses, style, marker="o", color=color, label=row["model"])
+        for axes, x in ((by_tokens, curve["tokens"]), (by_time, curve["seconds"])):
+            axes.plot(x, curve["loss"], style, marker="o", color=color, label=row["model"])
+            if row["n_seeds"] > 1:
+                axes.fill_between(x, curve["low"], curve["high"], color=color, alpha=0.2, linewidth=0)
     by_tokens.set_xlabel("training tokens")
     by_time.set_xlabel("training time (s)")
     for axes in (by_tokens, by_time):
         axes.set_ylabel("validation loss (nats/token)" if task == "lm" else "validation loss")
         axes.grid(alpha=0.3)
         axes.legend()
-    figure.suptitle(f"{'Language modelling' if task == 'lm' else 'Topic classification'}: validation loss")
+    seeds = max(row["n_seeds"] for row in summary)
+    band = f", mean of {seeds} seeds (band: lowest to highest)" if seeds > 1 else ""
+    figure.suptitle(f"{'Language modelling' if task == 'lm' else 'Topic classification'}: validation loss{band}")
     save_figure(figure, run_dir / f"{task}_{PLOTS[0]}")
 
     figure, axes = new_figure()
     quality = "test_perplexity" if task == "lm" else "test_accuracy"
-    for row in rows:
+    for row in summary:
         color = FAMILY_COLORS.get(row["model"].split("-")[0], "gray")
-        axes.scatter(row["params_non_embedding"], row[quality], s=80, color=color, label=row["model"])
-        axes.annotate(
-            row["model"], (row["params_non_embedding"], row[quality]), textcoords="offset points", xytext=(6, 4)
-        )
+        x, y = row["params_non_embedding"], row[quality]
+        axes.errorbar(x, y, yerr=row[f"{quality}_std"], fmt="o", markersize=9, capsize=4, color=color)
+        axes.annotate(row["model"], (x, y), textcoords="offset points", xytext=(6, 4))
     axes.set_xscale("log")
     axes.set_xlabel("non-embedding parameters")
     axes.set_ylabel("test perplexity (lower is better)" if task == "lm" else "test accuracy (higher is better)")
@@ -168,21 +305,21 @@ def plot_task(run_dir: Path, task: str, rows: list[dict]) -> None:
     save_figure(figure, run_dir / f"{task}_{PLOTS[1]}")
 
     figure, axes = new_figure()
-    names = [row["model"] for row in rows]
+    names = [row["model"] for row in summary]
     colors = [FAMILY_COLORS.get(name.split("-")[0], "gray") for name in names]
-    positions = range(len(rows))
+    positions = range(len(summary))
     if task == "lm":
         width = 0.4
         axes.bar(
             [p - width / 2 for p in positions],
-            [row["train_tokens_per_second"] for row in rows],
+            [row["train_tokens_per_second"] for row in summary],
             width,
             color=colors,
             label="training",
         )
         axes.bar(
             [p + width / 2 for p in positions],
-            [row["generation_tokens_per_second"] for row in rows],
+            [row["generation_tokens_per_second"] for row in summary],
             width,
             color=colors,
             alpha=0.45,
@@ -191,7 +328,7 @@ def plot_task(run_dir: Path, task: str, rows: list[dict]) -> None:
         )
         axes.legend()
     else:
-        axes.bar(list(positions), [row["train_tokens_per_second"] for row in rows], color=colors)
+        axes.bar(list(positions), [row["train_tokens_per_second"] for row in summary], color=colors)
     axes.set_xticks(list(positions), names)
     axes.set_yscale("log")
     axes.set_ylabel("tokens per second")

@@ -15,9 +15,7 @@ from ..tokenization import TOKENIZER_KINDS
 TASKS = ("lm", "classify")
 PROTOCOLS = ("best", "common")
 OPTIMIZERS = ("adamw", "sgd")
-LM_EXCLUDED = {
-    "bert": "BERT is a bidirectional encoder: it has no causal perplexity, so it is compared on classification only."
-}
+LM_EXCLUDED = {"bert": "BERT is a bidirectional encoder: it has no causal perplexity"}
 # AdamW learning rates per task and family (linear decay after 5% warmup), the best of a sweep over {1e-3, 3e-3, 1e-2}
 # on the default preset: gated recurrent LMs take ten times larger steps than GPT-2.
 LEARNING_RATES = {
@@ -34,6 +32,12 @@ BEST_LM_RECIPES = {
     "lstm": {"stateful": False, "optimizer": "adamw", "learning_rate": 1e-2},
     "gru": {"stateful": True, "optimizer": "adamw", "learning_rate": 1e-2},
 }
+# `--lr-sweep` grids: the AdamW grid the LEARNING_RATES above were chosen from, around the classic SGD 20, and the
+# usual fine-tuning rates of a pretrained BERT.
+SWEEP_GRIDS = {"adamw": (1e-3, 3e-3, 1e-2), "sgd": (10.0, 20.0, 40.0), "bert-pretrained": (2e-5, 5e-5, 1e-4)}
+# What a sweep chooses by, on the validation split: language models by each family's own stream perplexity.
+SWEEP_METRICS = {"lm": "val_stream_perplexity", "classify": "val_loss"}
+POOLINGS = ("last", "mean", "max")
 # Recurrent networks clip gradients harder (0.25, as in the AWD-LSTM and Zaremba et al. setups).
 MAX_GRAD_NORMS = {"rnn": 0.25, "lstm": 0.25, "gru": 0.25}
 
@@ -104,10 +108,10 @@ PRESETS = {
         max_documents=60,
         generation_tokens=16,
     ),
-    # About 10 minutes on 2 CPU cores for the 9 trainings of both tasks: 600 and 200 steps of 16 sequences.
+    # About 10 minutes on 2 CPU cores for the 9 trainings of both tasks: 400 and 200 steps of 16 sequences.
     "default": Preset(
         size="small",
-        lm_tokens=614_400,
+        lm_tokens=409_600,
         classify_tokens=409_600,
         block_size=64,
         max_seq_length=128,
@@ -197,11 +201,72 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "read from nothing. Either way every language model is also scored over whole splits read as one stream, "
         "each family its own way",
     )
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--lr-sweep",
+        nargs="?",
+        const="default",
+        metavar="GRID",
+        help="choose each model's learning rate on validation out of a small grid, trained with the first seed: "
+        "without a value the grid per optimiser (AdamW 1e-3, 3e-3, 1e-2; SGD 10, 20, 40; a pretrained BERT 2e-5, "
+        "5e-5, 1e-4), or a comma-separated grid for every model. Language models are chosen by validation stream "
+        "perplexity, classifiers by validation loss; the choice is recorded",
+    )
+    parser.add_argument(
+        "--pooling",
+        choices=POOLINGS,
+        default="last",
+        help="how recurrent classifiers summarise a document: the state after its last token (default), or the mean "
+        "or maximum of the states over its tokens",
+    )
+    parser.add_argument("--seed", type=int, default=42, help="the first seed, and the seed of the data splits")
+    parser.add_argument(
+        "--seeds",
+        type=parse_seeds,
+        default=1,
+        help="train every model once per seed: a count (N seeds from --seed up) or a comma-separated list. Model "
+        "initialisation and data order change with the seed; the tokenizer and the splits do not (default: 1)",
+    )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--output", help="run folder (default: runs/compare-<timestamp>)")
     parser.add_argument("--overwrite", action="store_true", help="replace the run --output holds (only what it wrote)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output, skipping finished models")
+
+
+def parse_seeds(text: str) -> int | list[int]:
+    """`--seeds 3` (a count) or `--seeds 1,2,3` (the seeds themselves)."""
+    try:
+        values = [int(value) for value in text.split(",") if value.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a count or a comma-separated list of integers, got {text!r}"
+        ) from None
+    if not values or ("," not in text and values[0] < 1) or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"expected a positive count or distinct seeds, got {text!r}")
+    return values if "," in text else values[0]
+
+
+def seed_list(seed: int, seeds: int | list[int]) -> list[int]:
+    return list(seeds) if isinstance(seeds, list) else [seed + offset for offset in range(seeds)]
+
+
+def sweep_grids(lr_sweep: str | None, recipes: dict) -> dict | None:
+    """The learning rates `--lr-sweep` tries per task and model: one given grid, or the grid of each optimiser."""
+    if lr_sweep is None:
+        return None
+    if lr_sweep != "default":
+        try:
+            grid = sorted({float(value) for value in lr_sweep.split(",") if value.strip()})
+        except ValueError:
+            raise ValueError(f"--lr-sweep takes comma-separated learning rates, got {lr_sweep!r}.") from None
+        if not grid or min(grid) <= 0:
+            raise ValueError(f"--lr-sweep needs positive learning rates, got {lr_sweep!r}.")
+    return {
+        task: {
+            family: list(grid if lr_sweep != "default" else SWEEP_GRIDS.get(family, SWEEP_GRIDS[recipe["optimizer"]]))
+            for family, recipe in task_recipes.items()
+        }
+        for task, task_recipes in recipes.items()
+    }
 
 
 def run_settings(args) -> dict:
@@ -220,7 +285,7 @@ def run_settings(args) -> dict:
     if args.pretrained_bert:
         models["classify"].append("bert-pretrained")
     if not any(models[task] for task in tasks):
-        raise ValueError(f"None of {', '.join(requested)} can run --task {args.task}: {LM_EXCLUDED['bert']}")
+        raise ValueError(f"None of {', '.join(requested)} can run --task {args.task}: {LM_EXCLUDED['bert']}.")
     if args.tokenizer not in TOKENIZER_KINDS and not Path(args.tokenizer).exists() and "/" not in args.tokenizer:
         raise ValueError(
             f"--tokenizer {args.tokenizer!r} is neither a kind ({', '.join(TOKENIZER_KINDS)}) nor a folder."
@@ -231,6 +296,8 @@ def run_settings(args) -> dict:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}.")
     if Path(args.dataset).suffix in (".txt", ".csv", ".json", ".jsonl") and not Path(args.dataset).is_file():
         raise FileNotFoundError(f"--dataset {args.dataset} does not exist; check the path.")
+    if args.lr_sweep and args.learning_rate:
+        raise ValueError("--lr-sweep chooses the learning rate; leave out --learning-rate, or the sweep.")
     preset = PRESETS[args.preset]
     if args.size:
         preset = replace(preset, size=args.size)
@@ -243,6 +310,13 @@ def run_settings(args) -> dict:
     ):
         if value:
             preset = replace(preset, **{field: value})
+    recipes = {
+        task: {
+            family: asdict(training_recipe(task, family, args.protocol, args.optimizer, args.learning_rate))
+            for family in models[task]
+        }
+        for task in tasks
+    }
     return {
         "tasks": tasks,
         "requested_models": requested,
@@ -257,15 +331,12 @@ def run_settings(args) -> dict:
         "tokenizer": args.tokenizer,
         "vocab_size": args.vocab_size,
         "pretrained_bert": resolve_pretrained_bert(args.pretrained_bert),
-        "recipes": {
-            task: {
-                family: asdict(training_recipe(task, family, args.protocol, args.optimizer, args.learning_rate))
-                for family in models[task]
-            }
-            for task in tasks
-        },
+        "recipes": recipes,
+        "lr_sweep": sweep_grids(args.lr_sweep, recipes),
+        "pooling": args.pooling,
         "protocol": args.protocol,
         "seed": args.seed,
+        "seeds": seed_list(args.seed, args.seeds),
         "device": args.device,
     }
 

@@ -1,0 +1,96 @@
+"""Figures over seeds: per model the mean, the sample standard deviation and a 95% interval of every quality figure,
+and ranks that claim only what the intervals support (models whose intervals overlap share a rank)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+# Two-sided 95% quantiles of Student's t distribution by degrees of freedom (the usual table); beyond 30 degrees of
+# freedom the Cornish-Fisher expansion to second order is within 0.0005 of the exact value.
+T_975 = {
+    1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+    11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086,
+    21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045, 30: 2.042,
+}  # fmt: skip
+MIN_SEEDS_FOR_INTERVAL = 3
+# The figures each task is ranked by, and whether lower is better.
+RANKED_FIGURES = {
+    "lm": {"test_stream_perplexity": True, "test_perplexity": True},
+    "classify": {"test_accuracy": False, "test_f1_macro": False},
+}
+# Fields that name a run rather than measure it; the rest of a row's numbers are averaged over seeds.
+IDENTITY = ("task", "model", "seed")
+
+
+def t_quantile(degrees_of_freedom: int) -> float:
+    df = degrees_of_freedom
+    return T_975.get(df, 1.95996 + 2.37227 / df + 2.82250 / df**2)
+
+
+def spread(values: list[float]) -> dict:
+    """Mean, sample standard deviation (None for one value) and the 95% t interval of the mean (None below 3)."""
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else None
+    interval = None
+    if len(values) >= MIN_SEEDS_FOR_INTERVAL:
+        half = t_quantile(len(values) - 1) * std / math.sqrt(len(values))
+        interval = [mean - half, mean + half]
+    return {"mean": mean, "std": std, "ci95": interval}
+
+
+def is_quality(key: str) -> bool:
+    return key.startswith(("val_", "test_"))
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """One row per (task, model), in order of first appearance: quality figures as mean with `_std` and `_ci95`,
+    other numbers (sizes, speeds, memory) as their mean, everything else as the first seed has it (the model's
+    checkpoint too)."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in runs:
+        groups.setdefault((row["task"], row["model"]), []).append(row)
+    summary = []
+    for (task, model), rows in groups.items():
+        first = rows[0]
+        aggregate = {"task": task, "model": model, "seeds": [row["seed"] for row in rows], "n_seeds": len(rows)}
+        for key, value in first.items():
+            if key in IDENTITY or key == "curve":
+                continue
+            values = [row[key] for row in rows]
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                figures = spread(values)
+                aggregate[key] = value if len(set(values)) == 1 else figures["mean"]  # a size stays an integer
+                if is_quality(key):
+                    aggregate[f"{key}_std"] = figures["std"]
+                    aggregate[f"{key}_ci95"] = figures["ci95"]
+            else:
+                aggregate[key] = value
+        summary.append(aggregate)
+    return summary
+
+
+def ranking(summary_rows: list[dict], key: str, lower_is_better: bool) -> list[dict]:
+    """Models in order of their mean `key`, each with its rank: one more than the number of models whose 95% interval
+    lies wholly on the better side of its own. Models the seeds cannot separate share a rank (`tied`); without
+    intervals (fewer than 3 seeds) nothing is resolved and `rank` is None."""
+    sign = 1 if lower_is_better else -1
+    ordered = sorted(summary_rows, key=lambda row: sign * row[key])
+    resolved = all(row.get(f"{key}_ci95") for row in ordered)
+
+    def clearly_better(a, b) -> bool:
+        low_a, high_a = a[f"{key}_ci95"]
+        low_b, high_b = b[f"{key}_ci95"]
+        return high_a < low_b if lower_is_better else low_a > high_b
+
+    entries = []
+    for row in ordered:
+        entry = {"model": row["model"], "mean": row[key], "ci95": row.get(f"{key}_ci95"), "rank": None}
+        if resolved:
+            entry["rank"] = 1 + sum(clearly_better(other, row) for other in ordered)
+            entry["better_than"] = [other["model"] for other in ordered if clearly_better(row, other)]
+        entries.append(entry)
+    ranks = [entry["rank"] for entry in entries]
+    for entry in entries:
+        entry["tied"] = entry["rank"] is not None and ranks.count(entry["rank"]) > 1
+    return entries
