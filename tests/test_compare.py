@@ -17,7 +17,7 @@ import pytest
 
 from hf_evolution.cli import main
 from hf_evolution.compare.experiment import run_notes
-from hf_evolution.compare.report import SCHEMA
+from hf_evolution.compare.report import SCHEMA, write_outputs
 from hf_evolution.compare.settings import (
     BEST_LM_RECIPES,
     LEARNING_RATES,
@@ -226,6 +226,37 @@ def test_results_json_follows_its_shipped_schema(smoke_run, two_seed_run):
     broken["settings"]["pooling"] = "first"
     messages = sorted(error.message for error in validator.iter_errors(broken))
     assert len(messages) == 3 and any("'seed' is a required property" in message for message in messages)
+
+
+def test_three_seeds_bring_intervals_and_tested_ranks(smoke_run, tmp_path):
+    """The report of a 3-seed run, from the smoke run's rows copied to two more seeds with figures 2% apart."""
+    results = json.loads((smoke_run / "results.json").read_text())
+    runs = []
+    for row in results["runs"]:
+        for seed, factor in ((42, 1.0), (43, 1.02), (44, 0.98)):
+            runs.append(
+                {**row, "seed": seed, "test_perplexity": row["test_perplexity"] * factor}
+                if row["task"] == "lm"
+                else {**row, "seed": seed}
+            )
+    results["runs"], results["settings"]["seeds"] = runs, [42, 43, 44]
+    write_outputs(tmp_path, results)
+    text = (tmp_path / "results.md").read_text()
+    assert "Seeds 42, 43, 44" in text and text.count("95% intervals of the means over 3 seeds") == 2
+    assert "Ranks by test ppl (blocks), lower is better:" in text and "Ranks by test acc, higher is better:" in text
+    lm = [row for row in results["summary"] if row["task"] == "lm"]
+    half = 4.303 * 0.02 / math.sqrt(3)
+    for row in lm:
+        assert row["test_perplexity_ci95"] == pytest.approx(
+            [row["test_perplexity"] * (1 - half), row["test_perplexity"] * (1 + half)]
+        )
+    for entry in ranking(lm, "test_perplexity", lower_is_better=True):
+        rank = f"={entry['rank']}" if entry["tied"] else str(entry["rank"])
+        assert f"| {rank} | {entry['model']} | " in text
+    classify = ranking([row for row in results["summary"] if row["task"] == "classify"], "test_accuracy", False)
+    for entry in classify:  # identical seeds: zero-width intervals, so only equal means tie
+        assert entry["rank"] == 1 + sum(other["mean"] > entry["mean"] for other in classify)
+    jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text())).validate(results)
 
 
 def summary_row(model: str, mean: float, half_width: float | None) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..reporting import FAMILY_COLORS, format_value, markdown_table, new_figure, save_figure
 from ..runs import write_json, write_text
-from .statistics import MIN_SEEDS_FOR_INTERVAL, RANKED_FIGURES, ranking, summarize
+from .statistics import MIN_SEEDS_FOR_INTERVAL, RANKED_FIGURES, is_quality, ranking, summarize
 
 OUTPUTS = ("results.json", "results.csv", "results_per_seed.csv", "results.md")
 PLOTS = ("validation_loss.png", "quality_vs_parameters.png", "throughput.png")  # each prefixed by the task
@@ -165,6 +165,8 @@ def results_markdown(results: dict) -> str:
             lines += ["(no model finished yet)", ""]
             continue
         lines += [markdown_table([with_spread(row) for row in task_rows], columns), ""]
+        if len(seeds) >= MIN_SEEDS_FOR_INTERVAL:
+            lines += interval_lines(task_rows, columns)
         for key, lower_is_better in RANKED_FIGURES[task].items():
             lines += ranking_lines(task_rows, key, columns.get(key, key), lower_is_better)
         sweeps = [entry for entry in results["lr_sweep"] if entry["task"] == task]
@@ -191,6 +193,24 @@ def seeds_sentence(seeds: list[int]) -> str:
             "the better side of its own, and `=` marks a tie: ranks the seeds do not separate."
         )
     return sentence
+
+
+def interval_lines(rows: list[dict], columns: dict[str, str]) -> list[str]:
+    """The 95% interval of every quality figure of the table."""
+    quality = {key: header for key, header in columns.items() if is_quality(key)}
+    shown = [
+        {
+            "model": row["model"],
+            **{key: " to ".join(map(format_value, row[f"{key}_ci95"])) for key in quality if row.get(f"{key}_ci95")},
+        }
+        for row in rows
+    ]
+    return [
+        f"95% intervals of the means over {rows[0]['n_seeds']} seeds:",
+        "",
+        markdown_table(shown, {"model": "model", **quality}),
+        "",
+    ]
 
 
 def ranking_lines(rows: list[dict], key: str, header: str, lower_is_better: bool) -> list[str]:
