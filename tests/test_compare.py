@@ -100,25 +100,26 @@ def test_each_family_trains_its_own_best_way_by_default(smoke_run):
     for family, best in BEST_LM_RECIPES.items():
         recipe = (rows[family]["training"], rows[family]["optimizer"], rows[family]["learning_rate"])
         assert recipe == ("stateful" if best["stateful"] else "blocks", best["optimizer"], best["learning_rate"])
-    assert rows["gru"]["training"] == "stateful", "the GRU trains best with its state carried"
     assert (rows["gpt2"]["training"], rows["gpt2"]["optimizer"]) == ("blocks", "adamw")
 
 
-def test_the_common_protocol_trains_the_gru_on_shuffled_blocks_with_adamw(tmp_path):
+def test_the_stateful_protocol_with_sgd_trains_the_classic_way(tmp_path):
     output = tmp_path / "run"
-    command = ["compare", "--preset", "smoke", "--task", "lm", "--models", "gru", "--protocol", "common"]
-    assert main([*command, "--output", str(output)]) == 0
+    command = ["compare", "--preset", "smoke", "--task", "lm", "--models", "lstm", "--protocol", "stateful"]
+    assert main([*command, "--optimizer", "sgd", "--output", str(output)]) == 0
     rows = {row["model"]: row for row in json.loads((output / "results.json").read_text())["runs"]}
-    assert rows["gru"]["training"] == "blocks"
-    assert (rows["gru"]["optimizer"], rows["gru"]["learning_rate"]) == ("adamw", LEARNING_RATES["lm"]["gru"])
-    assert math.isfinite(rows["gru"]["test_stream_perplexity"])
+    assert rows["lstm"]["training"] == "stateful"
+    assert (rows["lstm"]["optimizer"], rows["lstm"]["learning_rate"]) == ("sgd", SGD_LEARNING_RATES["lstm"])
+    assert math.isfinite(rows["lstm"]["test_stream_perplexity"])
 
 
 @pytest.mark.parametrize(
     ("task", "family", "protocol", "optimizer", "learning_rate", "expected"),
     [
-        ("lm", "gru", "best", None, None, ("adamw", 1e-2, 0.01, True)),
-        ("lm", "gru", "best", "sgd", None, ("sgd", SGD_LEARNING_RATES["gru"], 0.0, True)),
+        ("lm", "gru", "best", None, None, ("adamw", 1e-2, 0.01, False)),
+        ("lm", "gru", "stateful", "sgd", None, ("sgd", SGD_LEARNING_RATES["gru"], 0.0, True)),
+        ("lm", "lstm", "stateful", None, None, ("adamw", LEARNING_RATES["lm"]["lstm"], 0.01, True)),
+        ("lm", "gpt2", "stateful", None, None, ("adamw", LEARNING_RATES["lm"]["gpt2"], 0.01, False)),
         ("lm", "lstm", "best", None, None, ("adamw", 1e-2, 0.01, False)),
         ("lm", "lstm", "common", "sgd", 5.0, ("sgd", 5.0, 0.0, False)),
         ("lm", "gru", "common", None, None, ("adamw", LEARNING_RATES["lm"]["gru"], 0.01, False)),
@@ -145,7 +146,7 @@ def test_results_markdown_reads_as_a_table(smoke_run, capsys):
     assert "| lstm | 2 x " in text and "| gpt2 | 2 x 32 |" in text
     assert "BERT is a bidirectional encoder" in text
     assert "One seed (42): the spread between seeds is not measured" in text
-    assert "Order by test ppl (stream), best first: " in text and "(not tested: fewer than 3 seeds" in text
+    assert "Order by test ppl (stream), best first: " in text and "(not tested: an interval needs 3 seeds" in text
     header = next(line for line in text.splitlines() if line.startswith("| model"))
     assert "non-emb. params" in header and "test ppl" in header
 
@@ -175,7 +176,7 @@ QUALITY = (
 )
 
 
-TWO_SEEDS = ["compare", "--preset", "smoke", "--models", "gru", "--seeds", "2"]  # the GRU trains statefully
+TWO_SEEDS = ["compare", "--preset", "smoke", "--models", "gru", "--seeds", "2", "--protocol", "stateful"]
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +208,7 @@ def test_two_seeds_give_their_own_figures_and_the_summary_is_their_mean(two_seed
         assert summary["params_total"] == runs[0]["params_total"] and isinstance(summary["params_total"], int)
         assert runs[0]["checkpoint"] != runs[1]["checkpoint"]
     table = (two_seed_run / "results.md").read_text()
-    assert "Seeds 42, 43: every figure is the mean" in table and " ± " in table
+    assert "Seeds 42, 43: every figure is the mean" in table and " ± " in table and "| model | seeds |" in table
     with open(two_seed_run / "results.csv") as file:
         rows = list(csv.DictReader(file))
     assert [row["model"] for row in rows] == ["gru", "gru"] and float(rows[0]["test_loss_std"]) > 0
@@ -242,7 +243,7 @@ def test_three_seeds_bring_intervals_and_tested_ranks(smoke_run, tmp_path):
     results["runs"], results["settings"]["seeds"] = runs, [42, 43, 44]
     write_outputs(tmp_path, results)
     text = (tmp_path / "results.md").read_text()
-    assert "Seeds 42, 43, 44" in text and text.count("95% intervals of the means over 3 seeds") == 2
+    assert "Seeds 42, 43, 44" in text and text.count("95% intervals of the means over the seeds") == 2
     assert "Ranks by test ppl (blocks), lower is better:" in text and "Ranks by test acc, higher is better:" in text
     lm = [row for row in results["summary"] if row["task"] == "lm"]
     half = 4.303 * 0.02 / math.sqrt(3)

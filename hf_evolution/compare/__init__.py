@@ -3,7 +3,8 @@
 Each model gets the same training tokens (or seconds), the same shared tokenizer trained on the training split, and
 a size with the same non-embedding parameter count. Results are written the moment each model finishes
 (results.json, .csv, .md and PNG plots), each trained model is saved as a checkpoint with its model card, and
-`--resume` continues an interrupted run without redoing finished models.
+`--resume` continues an interrupted run without redoing finished models. `--seeds N` trains every model once per
+seed and reports each figure's mean and spread, with ranks only where the 95% intervals separate the models.
 """
 
 from __future__ import annotations

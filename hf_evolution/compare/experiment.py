@@ -57,30 +57,43 @@ def run_comparison(folder, settings: dict, results: dict) -> int:
     progress = Progress(sum(trials_of(settings, task, family) for task, family in plan))
     data_cache = {}
 
-    def trial(task, family, seed, learning_rate, name, finished):
+    def trial(task, family, seed, learning_rate, name, into: list, finished: bool) -> None:
+        """Train and measure one model into `into` (the runs, or a sweep's trials), unless a run before did."""
+        what = f"{task} {family} seed {seed} lr {learning_rate:g}"
         if finished:
-            progress.skip(f"{task} {family} seed {seed} lr {learning_rate:g}")
-            return None
-        progress.start(f"{task} {family} seed {seed} lr {learning_rate:g}")
-        return train_and_measure(
-            task, family, seed, learning_rate, name, corpus, tokenizer, settings, preset, run_dir, device, data_cache
+            progress.skip(what)
+            return
+        progress.start(what)
+        into.append(
+            train_and_measure(
+                task,
+                family,
+                seed,
+                learning_rate,
+                name,
+                corpus,
+                tokenizer,
+                settings,
+                preset,
+                run_dir,
+                device,
+                data_cache,
+            )
         )
+        write_outputs(run_dir, results)
+        folder.mark_progress()
 
     for task, family in plan:
         seeds = settings["seeds"]
         learning_rate = settings["recipes"][task][family]["learning_rate"]
         done = {row["seed"] for row in results["runs"] if (row["task"], row["model"]) == (task, family)}
-        grid = (settings["lr_sweep"] or {}).get(task, {}).get(family)
+        grid = sweep_grid(settings, task, family)
         if grid:
             sweep = sweep_entry(results, task, family, grid)
             for rate in grid:
-                tried = [row for row in sweep["trials"] if row["learning_rate"] == rate]
+                tried = any(row["learning_rate"] == rate for row in sweep["trials"])
                 name = f"{task}-{family}-lr{rate:g}-seed{seeds[0]}"
-                row = trial(task, family, seeds[0], rate, name, finished=bool(tried))
-                if row:
-                    sweep["trials"].append(row)
-                    write_outputs(run_dir, results)
-                    folder.mark_progress()
+                trial(task, family, seeds[0], rate, name, into=sweep["trials"], finished=tried)
             chosen = min(sweep["trials"], key=lambda row: row[sweep["metric"]])
             sweep["chosen"] = learning_rate = chosen["learning_rate"]
             if seeds[0] not in done:
@@ -88,11 +101,8 @@ def run_comparison(folder, settings: dict, results: dict) -> int:
                 write_outputs(run_dir, results)
             seeds = seeds[1:]  # the first seed's run is the sweep's chosen trial
         for seed in seeds:
-            row = trial(task, family, seed, learning_rate, f"{task}-{family}-seed{seed}", finished=seed in done)
-            if row:
-                results["runs"].append(row)
-                write_outputs(run_dir, results)
-                folder.mark_progress()
+            name = f"{task}-{family}-seed{seed}"
+            trial(task, family, seed, learning_rate, name, into=results["runs"], finished=seed in done)
     write_outputs(run_dir, results)
     print()
     print((run_dir / "results.md").read_text())
@@ -100,8 +110,13 @@ def run_comparison(folder, settings: dict, results: dict) -> int:
     return 0
 
 
+def sweep_grid(settings: dict, task: str, family: str) -> list[float] | None:
+    return (settings["lr_sweep"] or {}).get(task, {}).get(family)
+
+
 def trials_of(settings: dict, task: str, family: str) -> int:
-    grid = (settings["lr_sweep"] or {}).get(task, {}).get(family)
+    """How many trainings a model takes: one per seed, and a sweep's grid in place of the first seed's."""
+    grid = sweep_grid(settings, task, family)
     return len(settings["seeds"]) + (len(grid) - 1 if grid else 0)
 
 

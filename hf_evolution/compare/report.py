@@ -164,6 +164,8 @@ def results_markdown(results: dict) -> str:
         if not task_rows:
             lines += ["(no model finished yet)", ""]
             continue
+        if len(seeds) > 1:  # a run in progress may hold fewer seeds of some models
+            columns = {"model": columns["model"], "n_seeds": "seeds", **columns}
         lines += [markdown_table([with_spread(row) for row in task_rows], columns), ""]
         if len(seeds) >= MIN_SEEDS_FOR_INTERVAL:
             lines += interval_lines(task_rows, columns)
@@ -206,7 +208,7 @@ def interval_lines(rows: list[dict], columns: dict[str, str]) -> list[str]:
         for row in rows
     ]
     return [
-        f"95% intervals of the means over {rows[0]['n_seeds']} seeds:",
+        "95% intervals of the means over the seeds:",
         "",
         markdown_table(shown, {"model": "model", **quality}),
         "",
@@ -221,8 +223,8 @@ def ranking_lines(rows: list[dict], key: str, header: str, lower_is_better: bool
     direction = "lower" if lower_is_better else "higher"
     if entries[0]["rank"] is None:
         return [
-            f"Order by {header}, best first: {', '.join(entry['model'] for entry in entries)} (not tested: fewer "
-            f"than {MIN_SEEDS_FOR_INTERVAL} seeds give no intervals).",
+            f"Order by {header}, best first: {', '.join(entry['model'] for entry in entries)} (not tested: an "
+            f"interval needs {MIN_SEEDS_FOR_INTERVAL} seeds of every model).",
             "",
         ]
     table = [
