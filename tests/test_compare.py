@@ -26,7 +26,7 @@ from hf_evolution.compare.settings import (
     run_settings,
     training_recipe,
 )
-from hf_evolution.compare.statistics import ranking, spread, t_quantile
+from hf_evolution.compare.statistics import ranking, spread, summarize, t_quantile
 from hf_evolution.runs import open_run_folder
 
 FIGURES = {
@@ -252,11 +252,11 @@ def test_three_seeds_bring_intervals_and_tested_ranks(smoke_run, tmp_path):
             [row["test_perplexity"] * (1 - half), row["test_perplexity"] * (1 + half)]
         )
     for entry in ranking(lm, "test_perplexity", lower_is_better=True):
-        rank = f"={entry['rank']}" if entry["tied"] else str(entry["rank"])
+        rank = f"{entry['best_rank']}–{entry['worst_rank']}" if entry["tied"] else str(entry["best_rank"])
         assert f"| {rank} | {entry['model']} | " in text
     classify = ranking([row for row in results["summary"] if row["task"] == "classify"], "test_accuracy", False)
     for entry in classify:  # identical seeds: zero-width intervals, so only equal means tie
-        assert entry["rank"] == 1 + sum(other["mean"] > entry["mean"] for other in classify)
+        assert entry["best_rank"] == 1 + sum(other["mean"] > entry["mean"] for other in classify)
     jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text())).validate(results)
 
 
@@ -265,21 +265,39 @@ def summary_row(model: str, mean: float, half_width: float | None) -> dict:
     return {"model": model, "test_perplexity": mean, "test_perplexity_ci95": interval}
 
 
-def test_models_whose_intervals_overlap_share_a_rank():
+def test_models_whose_intervals_overlap_share_a_range_of_ranks():
     rows = [summary_row("rnn", 300, 10), summary_row("lstm", 215, 10), summary_row("gru", 200, 10)]
     rows.append(summary_row("gpt2", 240, 12))
     ranks = {entry["model"]: entry for entry in ranking(rows, "test_perplexity", lower_is_better=True)}
-    assert [ranks[name]["rank"] for name in ("gru", "lstm", "gpt2", "rnn")] == [1, 1, 3, 4]
-    assert ranks["gru"]["tied"] and ranks["lstm"]["tied"] and not ranks["gpt2"]["tied"]
+    ranges = {name: (entry["best_rank"], entry["worst_rank"], entry["tied"]) for name, entry in ranks.items()}
+    assert ranges == {"gru": (1, 2, True), "lstm": (1, 2, True), "gpt2": (3, 3, False), "rnn": (4, 4, False)}
     assert ranks["gru"]["better_than"] == ["gpt2", "rnn"] and ranks["lstm"]["better_than"] == ["gpt2", "rnn"]
+    wide = ranking([*rows, summary_row("noisy", 250, 200)], "test_perplexity", lower_is_better=True)
+    assert [(entry["model"], entry["best_rank"], entry["worst_rank"]) for entry in wide][-2:] == [
+        ("noisy", 1, 5),
+        ("rnn", 4, 5),
+    ], "an interval that overlaps every other leaves every rank open"
     accuracy = ranking(
         [{"model": "a", "acc": 0.9, "acc_ci95": [0.85, 0.95]}, {"model": "b", "acc": 0.5, "acc_ci95": [0.4, 0.6]}],
         "acc",
         lower_is_better=False,
     )
-    assert [(entry["model"], entry["rank"], entry["tied"]) for entry in accuracy] == [("a", 1, False), ("b", 2, False)]
+    assert [(entry["model"], entry["best_rank"], entry["tied"]) for entry in accuracy] == [
+        ("a", 1, False),
+        ("b", 2, False),
+    ]
     untested = ranking([summary_row("rnn", 300, None), summary_row("gru", 200, None)], "test_perplexity", True)
-    assert [(entry["model"], entry["rank"]) for entry in untested] == [("gru", None), ("rnn", None)]
+    assert [(entry["model"], entry["best_rank"]) for entry in untested] == [("gru", None), ("rnn", None)]
+
+
+def test_intervals_stay_within_the_values_a_figure_can_take():
+    rows = [
+        {"task": "lm", "model": "gru", "seed": seed, "test_perplexity": value, "test_accuracy": accuracy}
+        for seed, value, accuracy in ((1, 2.0, 0.99), (2, 900.0, 0.2), (3, 20.0, 0.98))
+    ]
+    (summary,) = summarize(rows)
+    assert summary["test_perplexity_ci95"][0] == 1.0 and summary["test_accuracy_ci95"][1] == 1.0
+    assert spread([2.0, 900.0, 20.0])["ci95"][0] < 0, "the raw t interval reaches below zero"
 
 
 def test_spread_gives_the_t_interval_from_three_seeds():

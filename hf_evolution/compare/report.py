@@ -34,7 +34,8 @@ UNITS = {
     "wall_seconds": "seconds (training, evaluation and measurements)",
     "seed": "model initialisation and data order; the tokenizer and the splits are the same for every seed",
     "summary": "per model over its seeds: the mean of every figure; quality figures (val_, test_) also with the "
-    "sample standard deviation (_std, null for one seed) and the 95% t interval of the mean (_ci95, from 3 seeds)",
+    "sample standard deviation (_std, null for one seed) and the 95% t interval of the mean (_ci95, from 3 seeds, "
+    "clipped to the values the figure can take)",
     "training": "stateful: contiguous streams, state carried between batches; blocks: shuffled blocks from a zero "
     "state; documents: one document per row",
     "optimizer": "adamw (weight decay 0.01) or sgd (plain, no weight decay); 5% warmup, then linear decay",
@@ -191,8 +192,9 @@ def seeds_sentence(seeds: list[int]) -> str:
     )
     if len(seeds) >= MIN_SEEDS_FOR_INTERVAL:
         sentence += (
-            " In the ranks, a model ranks below only the models whose 95% interval (t distribution) lies wholly on "
-            "the better side of its own, and `=` marks a tie: ranks the seeds do not separate."
+            " Each model's rank is the range its 95% interval (t distribution, clipped to the figure's possible "
+            "values) allows against the others': a range such as 1–2 is a tie, a difference the seeds do not "
+            "resolve."
         )
     return sentence
 
@@ -221,7 +223,7 @@ def ranking_lines(rows: list[dict], key: str, header: str, lower_is_better: bool
         return []
     entries = ranking(rows, key, lower_is_better)
     direction = "lower" if lower_is_better else "higher"
-    if entries[0]["rank"] is None:
+    if entries[0]["best_rank"] is None:
         return [
             f"Order by {header}, best first: {', '.join(entry['model'] for entry in entries)} (not tested: an "
             f"interval needs {MIN_SEEDS_FOR_INTERVAL} seeds of every model).",
@@ -229,7 +231,7 @@ def ranking_lines(rows: list[dict], key: str, header: str, lower_is_better: bool
         ]
     table = [
         {
-            "rank": f"={entry['rank']}" if entry["tied"] else str(entry["rank"]),
+            "rank": rank_text(entry),
             "model": entry["model"],
             "mean": entry["mean"],
             "interval": f"{format_value(entry['ci95'][0])} to {format_value(entry['ci95'][1])}",
@@ -252,6 +254,13 @@ def ranking_lines(rows: list[dict], key: str, header: str, lower_is_better: bool
         ),
         "",
     ]
+
+
+def rank_text(entry: dict) -> str:
+    """A rank, or the range of ranks the intervals leave open (a tie)."""
+    if entry["tied"]:
+        return f"{entry['best_rank']}–{entry['worst_rank']}"
+    return str(entry["best_rank"])
 
 
 def sweep_lines(sweeps: list[dict]) -> list[str]:

@@ -43,6 +43,16 @@ def is_quality(key: str) -> bool:
     return key.startswith(("val_", "test_"))
 
 
+def value_range(key: str) -> tuple[float, float]:
+    """The values a quality figure can take: an interval of its mean is clipped to them (a t interval of three
+    scattered seeds can reach below zero)."""
+    if key.endswith("perplexity"):
+        return 1.0, math.inf
+    if key.endswith(("accuracy", "f1_macro")):
+        return 0.0, 1.0
+    return 0.0, math.inf  # losses and bits per byte
+
+
 def summarize(runs: list[dict]) -> list[dict]:
     """One row per (task, model), in order of first appearance: quality figures as mean with `_std` and `_ci95`,
     other numbers (sizes, speeds, memory) as their mean, everything else as the first seed has it (the model's
@@ -62,8 +72,10 @@ def summarize(runs: list[dict]) -> list[dict]:
                 figures = spread(values)
                 aggregate[key] = value if len(set(values)) == 1 else figures["mean"]  # a size stays an integer
                 if is_quality(key):
+                    low, high = value_range(key)
+                    interval = figures["ci95"] and [max(figures["ci95"][0], low), min(figures["ci95"][1], high)]
                     aggregate[f"{key}_std"] = figures["std"]
-                    aggregate[f"{key}_ci95"] = figures["ci95"]
+                    aggregate[f"{key}_ci95"] = interval
             else:
                 aggregate[key] = value
         summary.append(aggregate)
@@ -71,9 +83,10 @@ def summarize(runs: list[dict]) -> list[dict]:
 
 
 def ranking(summary_rows: list[dict], key: str, lower_is_better: bool) -> list[dict]:
-    """Models in order of their mean `key`, each with its rank: one more than the number of models whose 95% interval
-    lies wholly on the better side of its own. Models the seeds cannot separate share a rank (`tied`); without
-    intervals (fewer than 3 seeds) nothing is resolved and `rank` is None."""
+    """Models in order of their mean `key`, each with the range of ranks its 95% interval allows: from one more than
+    the number of models whose interval lies wholly on the better side of its own, to the number of models less
+    those wholly on the worse side. A range wider than one rank (`tied`) is a difference the seeds do not resolve;
+    without intervals (fewer than 3 seeds) nothing is resolved and the ranks are None."""
     sign = 1 if lower_is_better else -1
     ordered = sorted(summary_rows, key=lambda row: sign * row[key])
     resolved = all(row.get(f"{key}_ci95") for row in ordered)
@@ -85,12 +98,12 @@ def ranking(summary_rows: list[dict], key: str, lower_is_better: bool) -> list[d
 
     entries = []
     for row in ordered:
-        entry = {"model": row["model"], "mean": row[key], "ci95": row.get(f"{key}_ci95"), "rank": None}
+        entry = {"model": row["model"], "mean": row[key], "ci95": row.get(f"{key}_ci95")}
+        entry["best_rank"] = entry["worst_rank"] = None
         if resolved:
-            entry["rank"] = 1 + sum(clearly_better(other, row) for other in ordered)
             entry["better_than"] = [other["model"] for other in ordered if clearly_better(row, other)]
+            entry["best_rank"] = 1 + sum(clearly_better(other, row) for other in ordered)
+            entry["worst_rank"] = len(ordered) - len(entry["better_than"])
+        entry["tied"] = resolved and entry["best_rank"] != entry["worst_rank"]
         entries.append(entry)
-    ranks = [entry["rank"] for entry in entries]
-    for entry in entries:
-        entry["tied"] = entry["rank"] is not None and ranks.count(entry["rank"]) > 1
     return entries
