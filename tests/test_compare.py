@@ -22,7 +22,6 @@ from hf_evolution.compare.settings import (
     BEST_LM_RECIPES,
     LEARNING_RATES,
     OPTIMIZERS,
-    POOLINGS,
     PROTOCOLS,
     SGD_LEARNING_RATES,
     add_arguments,
@@ -30,6 +29,7 @@ from hf_evolution.compare.settings import (
     training_recipe,
 )
 from hf_evolution.compare.statistics import ranking, spread, summarize, t_quantile
+from hf_evolution.configuration_recurrent import POOLING_MODES
 from hf_evolution.families import MODEL_FAMILIES
 from hf_evolution.runs import open_run_folder
 
@@ -223,7 +223,7 @@ def test_two_seeds_give_their_own_figures_and_the_summary_is_their_mean(two_seed
 def test_results_json_follows_its_shipped_schema(smoke_run, two_seed_run):
     schema = json.loads(SCHEMA.read_text())
     choices = schema["$defs"]["settings"]["properties"]
-    assert choices["protocol"]["enum"] == list(PROTOCOLS) and choices["pooling"]["enum"] == list(POOLINGS)
+    assert choices["protocol"]["enum"] == list(PROTOCOLS) and choices["pooling"]["enum"] == list(POOLING_MODES)
     assert schema["$defs"]["model"]["enum"] == [*MODEL_FAMILIES, "bert-pretrained"], "the schema follows the code"
     assert schema["$defs"]["run"]["properties"]["optimizer"]["enum"] == list(OPTIMIZERS)
     validator = jsonschema.Draft202012Validator(schema)

@@ -174,7 +174,7 @@ def results_markdown(results: dict) -> str:
             lines += ranking_lines(task_rows, key, columns.get(key, key), lower_is_better)
         sweeps = [entry for entry in results["lr_sweep"] if entry["task"] == task]
         if sweeps:
-            lines += sweep_lines(sweeps)
+            lines += sweep_lines(sweeps, seeds[0])
     if results["notes"]:
         lines += ["Notes:", *[f"- {note}" for note in results["notes"]], ""]
     return "\n".join(lines)
@@ -263,7 +263,7 @@ def rank_text(entry: dict) -> str:
     return str(entry["best_rank"])
 
 
-def sweep_lines(sweeps: list[dict]) -> list[str]:
+def sweep_lines(sweeps: list[dict], seed: int) -> list[str]:
     metric = sweeps[0]["metric"]
     grid = sorted({rate for entry in sweeps for rate in entry["grid"]})
     rows = []
@@ -274,9 +274,7 @@ def sweep_lines(sweeps: list[dict]) -> list[str]:
         rows.append(row)
     columns = {"model": "model", **{f"lr {rate:g}": f"lr {rate:g}" for rate in grid}, "chosen": "chosen lr"}
     return [
-        f"Learning-rate sweep (--lr-sweep), seed {sweeps[0]['trials'][0]['seed']}, {metric} of each trial:"
-        if sweeps[0]["trials"]
-        else f"Learning-rate sweep (--lr-sweep), {metric} of each trial:",
+        f"Learning-rate sweep (--lr-sweep), seed {seed}, {metric} of each trial:",
         "",
         markdown_table(rows, columns),
         "",

@@ -8,6 +8,7 @@ import importlib.metadata
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from ..configuration_recurrent import POOLING_MODES
 from ..data import BBC_NEWS
 from ..families import CAUSAL_FAMILIES, MODEL_FAMILIES, SIZES
 from ..tokenization import TOKENIZER_KINDS
@@ -39,7 +40,6 @@ BEST_LM_RECIPES = {
 SWEEP_GRIDS = {"adamw": (1e-3, 3e-3, 1e-2), "sgd": (10.0, 20.0, 40.0), "bert-pretrained": (2e-5, 5e-5, 1e-4)}
 # What a sweep chooses by, on the validation split: language models by each family's own stream perplexity.
 SWEEP_METRICS = {"lm": "val_stream_perplexity", "classify": "val_loss"}
-POOLINGS = ("last", "mean", "max")
 # Recurrent networks clip gradients harder (0.25, as in the AWD-LSTM and Zaremba et al. setups).
 MAX_GRAD_NORMS = {"rnn": 0.25, "lstm": 0.25, "gru": 0.25}
 
@@ -216,7 +216,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--pooling",
-        choices=POOLINGS,
+        choices=POOLING_MODES,
         default="last",
         help="how recurrent classifiers summarise a document: the state after its last token (default), or the mean "
         "or maximum of the states over its tokens",
