@@ -1,4 +1,4 @@
-"""hf_evolution: vanilla RNN, LSTM and GRU as first-class transformers models.
+"""hf_evolution: vanilla RNN, LSTM and GRU, and minGRU and minLSTM, as first-class transformers models.
 
 Importing the package registers every configuration and head with the `Auto*` classes, so that
 `AutoModelForCausalLM.from_config(LSTMConfig(...))`, `from_pretrained(folder)` and `pipeline(...)` work as for GPT-2.
@@ -19,7 +19,22 @@ from transformers import (  # noqa: E402
     AutoModelForTokenClassification,
 )
 
+from .configuration_minrnn import MinGRUConfig, MinLSTMConfig, MinRNNConfig  # noqa: E402
 from .configuration_recurrent import GRUConfig, LSTMConfig, RecurrentConfig, RNNConfig  # noqa: E402
+from .modeling_minrnn import (  # noqa: E402
+    MinGRUForCausalLM,
+    MinGRUForSequenceClassification,
+    MinGRUForTokenClassification,
+    MinGRUModel,
+    MinLSTMForCausalLM,
+    MinLSTMForSequenceClassification,
+    MinLSTMForTokenClassification,
+    MinLSTMModel,
+    MinRNNForCausalLM,
+    MinRNNForSequenceClassification,
+    MinRNNForTokenClassification,
+    MinRNNModel,
+)
 from .modeling_recurrent import (  # noqa: E402
     GRUForCausalLM,
     GRUForSequenceClassification,
@@ -48,6 +63,20 @@ FAMILIES = {
     "rnn": (RNNConfig, RNNModel, RNNForCausalLM, RNNForSequenceClassification, RNNForTokenClassification),
     "lstm": (LSTMConfig, LSTMModel, LSTMForCausalLM, LSTMForSequenceClassification, LSTMForTokenClassification),
     "gru": (GRUConfig, GRUModel, GRUForCausalLM, GRUForSequenceClassification, GRUForTokenClassification),
+    "mingru": (
+        MinGRUConfig,
+        MinGRUModel,
+        MinGRUForCausalLM,
+        MinGRUForSequenceClassification,
+        MinGRUForTokenClassification,
+    ),
+    "minlstm": (
+        MinLSTMConfig,
+        MinLSTMModel,
+        MinLSTMForCausalLM,
+        MinLSTMForSequenceClassification,
+        MinLSTMForTokenClassification,
+    ),
 }
 AUTO_CLASSES = (AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoModelForTokenClassification)
 
@@ -79,5 +108,20 @@ __all__ = [
     "GRUForCausalLM",
     "GRUForSequenceClassification",
     "GRUForTokenClassification",
+    "MinRNNConfig",
+    "MinGRUConfig",
+    "MinLSTMConfig",
+    "MinRNNModel",
+    "MinRNNForCausalLM",
+    "MinRNNForSequenceClassification",
+    "MinRNNForTokenClassification",
+    "MinGRUModel",
+    "MinGRUForCausalLM",
+    "MinGRUForSequenceClassification",
+    "MinGRUForTokenClassification",
+    "MinLSTMModel",
+    "MinLSTMForCausalLM",
+    "MinLSTMForSequenceClassification",
+    "MinLSTMForTokenClassification",
     "FAMILIES",
 ]

@@ -34,7 +34,6 @@ from .configuration_recurrent import GRUConfig, LSTMConfig, RecurrentConfig, RNN
 
 RECURRENT_MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 GATES_PER_FAMILY = {"rnn": 1, "lstm": 4, "gru": 3}
-CLASS_PREFIXES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 HEAD_SUFFIXES = {
     "AutoModel": "Model",
     "AutoModelForCausalLM": "ForCausalLM",
@@ -43,11 +42,16 @@ HEAD_SUFFIXES = {
 }
 
 
-def remote_code_auto_map(model_type: str) -> dict[str, str]:
-    """The `auto_map` of a saved folder: every head of the family, so any Auto class loads it with remote code."""
-    prefix = CLASS_PREFIXES[model_type]
-    auto_map = {"AutoConfig": f"configuration_recurrent.{prefix}Config"}
-    auto_map.update({auto: f"modeling_recurrent.{prefix}{suffix}" for auto, suffix in HEAD_SUFFIXES.items()})
+def remote_code_auto_map(config_class: type, modeling_module: str) -> dict[str, str]:
+    """The `auto_map` of a saved folder: every head of the family, so any Auto class loads it with remote code.
+
+    A family's classes are named after its config (`LSTMConfig`, `LSTMForCausalLM`, ...) and live in the files of
+    `config_class` and `modeling_module`."""
+    prefix = config_class.__name__.removesuffix("Config")
+    config_file = config_class.__module__.rsplit(".", 1)[-1]
+    modeling_file = modeling_module.rsplit(".", 1)[-1]
+    auto_map = {"AutoConfig": f"{config_file}.{config_class.__name__}"}
+    auto_map.update({auto: f"{modeling_file}.{prefix}{suffix}" for auto, suffix in HEAD_SUFFIXES.items()})
     return auto_map
 
 
@@ -255,7 +259,7 @@ class RecurrentPreTrainedModel(PreTrainedModel):
     config_class = RecurrentConfig
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
-    _no_split_modules = ["RecurrentLayer"]
+    _no_split_modules = ["RecurrentLayer", "MinRNNBlock"]
     _is_stateful = True
 
     def save_pretrained(self, save_directory, *args, **kwargs):
@@ -264,7 +268,7 @@ class RecurrentPreTrainedModel(PreTrainedModel):
 
         The files are copied here rather than by marking the classes as remote code (`_auto_class`): that mark
         makes `generate()` inspect the forward signature at every step."""
-        self.config.auto_map = remote_code_auto_map(self.config.model_type)
+        self.config.auto_map = remote_code_auto_map(type(self.config), type(self).__module__)
         result = super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
             custom_object_save(self, save_directory)
@@ -280,6 +284,9 @@ class RecurrentPreTrainedModel(PreTrainedModel):
             init.uniform_(module.weight, -bound, bound)
             if module.bias is not None:
                 init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
         elif isinstance(module, tuple(RECURRENT_MODULES.values())):
             init_recurrent_weights(
                 module,
@@ -323,6 +330,11 @@ class RecurrentModel(RecurrentPreTrainedModel):
 
     def set_input_embeddings(self, new_embeddings):
         self.embeddings = new_embeddings
+
+    @property
+    def output_size(self) -> int:
+        """Width of the hidden states the model returns: the state of the last layer, both directions joined."""
+        return self.config.hidden_size * (2 if self.config.bidirectional else 1)
 
     def embed(self, input_ids: torch.LongTensor) -> torch.Tensor:
         """Embedding dropout drops whole word types for a step (Gal & Ghahramani 2016), not single coordinates."""
@@ -435,6 +447,7 @@ class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
     behind a projection if `hidden_size != embedding_size`."""
 
     _tied_weights_keys = {"lm_head.weight": "model.embeddings.weight"}
+    backbone_class = RecurrentModel
 
     def __init__(self, config: RecurrentConfig):
         if config.bidirectional:
@@ -443,12 +456,11 @@ class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
                 "predict. Set `bidirectional=False`, or use a classification head."
             )
         super().__init__(config)
-        self.model = RecurrentModel(config)
+        self.model = self.backbone_class(config)
         self.output_dropout = LockedDropout(config.hidden_dropout)
-        head_size = config.embedding_size if config.tie_word_embeddings else config.hidden_size
-        self.output_projection = (
-            nn.Linear(config.hidden_size, head_size, bias=False) if head_size != config.hidden_size else None
-        )
+        output_size = self.model.output_size
+        head_size = config.embedding_size if config.tie_word_embeddings else output_size
+        self.output_projection = nn.Linear(output_size, head_size, bias=False) if head_size != output_size else None
         self.lm_head = nn.Linear(head_size, config.vocab_size)
         self.post_init()
 
@@ -641,14 +653,15 @@ class RecurrentEncoderWithClassifier(RecurrentPreTrainedModel):
     """What the sequence and token classification heads share: the encoder, dropout and a linear classifier over
     the hidden states of both directions."""
 
+    backbone_class = RecurrentModel
+
     def __init__(self, config: RecurrentConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.model = RecurrentModel(config)
+        self.model = self.backbone_class(config)
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout
         self.dropout = nn.Dropout(dropout)
-        num_directions = 2 if config.bidirectional else 1
-        self.classifier = nn.Linear(config.hidden_size * num_directions, config.num_labels)
+        self.classifier = nn.Linear(self.model.output_size, config.num_labels)
         self.post_init()
 
     def encode(self, input_ids, attention_mask, inputs_embeds, output_hidden_states):

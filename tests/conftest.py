@@ -17,7 +17,10 @@ torch.set_num_threads(1)
 
 import hf_evolution  # noqa: E402  (registers the Auto classes for every test)
 
-FAMILIES = ("rnn", "lstm", "gru")
+CLASSIC_FAMILIES = ("rnn", "lstm", "gru")  # torch's fused kernels; they also run bidirectional
+FAMILIES = (*CLASSIC_FAMILIES, "mingru", "minlstm")  # every recurrent family runs the contract tests
+# (family, bidirectional) for the encoder heads.
+ENCODER_CASES = [(family, False) for family in FAMILIES] + [(family, True) for family in CLASSIC_FAMILIES]
 SENTENCES = [
     "the cat sat on the mat",
     "a dog ran in the park",
@@ -80,6 +83,17 @@ def tiny_config(model_type: str, **overrides):
     )
     fields.update(overrides)
     return hf_evolution.FAMILIES[model_type][0](**fields)
+
+
+def class_prefix(model_type: str) -> str:
+    """What a family's class names start with: `LSTM` in `LSTMForCausalLM`, `MinGRU` in `MinGRUModel`."""
+    return hf_evolution.FAMILIES[model_type][0].__name__.removesuffix("Config")
+
+
+def code_files(model_type: str) -> tuple[str, str]:
+    """The configuration and modeling files of a family, as a saved folder carries them."""
+    config_class, model_class = hf_evolution.FAMILIES[model_type][:2]
+    return tuple(cls.__module__.rsplit(".", 1)[-1] + ".py" for cls in (config_class, model_class))
 
 
 def make_model(model_type: str, head: str = "causal", seed: int = 0, **overrides):

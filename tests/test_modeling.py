@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from conftest import FAMILIES, make_model, tiny_config
+from conftest import CLASSIC_FAMILIES, ENCODER_CASES, FAMILIES, make_model, tiny_config
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -14,7 +14,7 @@ from transformers import (
 )
 
 import hf_evolution
-from hf_evolution import GRUConfig, LSTMConfig, RNNConfig
+from hf_evolution import GRUConfig, LSTMConfig, MinGRUConfig, MinLSTMConfig, RNNConfig
 
 # --- configs -----------------------------------------------------------------------------------------------------
 
@@ -40,10 +40,33 @@ from hf_evolution import GRUConfig, LSTMConfig, RNNConfig
         ("eos_token_id", -1),
     ],
 )
-@pytest.mark.parametrize("config_class", [RNNConfig, LSTMConfig, GRUConfig])
+@pytest.mark.parametrize("config_class", [RNNConfig, LSTMConfig, GRUConfig, MinGRUConfig, MinLSTMConfig])
 def test_invalid_config_values_raise_naming_the_field(config_class, field, value):
     with pytest.raises(ValueError, match=f"`{field}`"):
         config_class(vocab_size=100, **{field: value}) if field != "vocab_size" else config_class(vocab_size=value)
+
+
+@pytest.mark.parametrize(
+    "field, value, reason",
+    [
+        ("intermediate_size", 0, "positive integer"),
+        ("layer_norm_epsilon", -1e-5, "positive number"),
+        ("bidirectional", True, "forward in time only"),
+        ("weight_dropout", 0.2, "no hidden-to-hidden weights"),
+        ("recurrent_initialization", "orthogonal", "no hidden-to-hidden weights"),
+    ],
+)
+@pytest.mark.parametrize("config_class", [MinGRUConfig, MinLSTMConfig])
+def test_min_rnn_configs_refuse_what_the_recurrence_does_not_have(config_class, field, value, reason):
+    with pytest.raises(ValueError, match=f"`{field}`.*{reason}"):
+        config_class(**{field: value})
+
+
+def test_min_rnn_config_defaults():
+    config = MinGRUConfig(hidden_size=48, embedding_size=32)
+    assert config.intermediate_size == 128, "the feed-forward part is 4x the residual stream by default"
+    assert (config.initializer_range, config.recurrent_initialization) == (0.02, "torch")
+    assert config.number_of_conv_states == 1 and MinLSTMConfig().number_of_conv_states == 1, "minLSTM drops c"
 
 
 def test_nonlinearity_belongs_to_the_vanilla_rnn_only():
@@ -54,7 +77,8 @@ def test_nonlinearity_belongs_to_the_vanilla_rnn_only():
 
 
 def test_config_defaults_and_model_types():
-    assert [RNNConfig.model_type, LSTMConfig.model_type, GRUConfig.model_type] == ["rnn", "lstm", "gru"]
+    model_types = [config_class.model_type for config_class, *_ in hf_evolution.FAMILIES.values()]
+    assert model_types == list(hf_evolution.FAMILIES) == ["rnn", "lstm", "gru", "mingru", "minlstm"]
     config = LSTMConfig(hidden_size=64)
     assert config.embedding_size == 64, "embedding_size follows hidden_size when unset"
     assert config.tie_word_embeddings is True
@@ -83,14 +107,14 @@ def test_causal_lm_refuses_bidirectional():
 # --- heads and shapes --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model_type", FAMILIES)
-@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("model_type, bidirectional", ENCODER_CASES)
 def test_encoder_heads_shapes_and_hidden_states(model_type, bidirectional):
     ids = torch.randint(5, 320, (3, 9))
-    width = 16 * (2 if bidirectional else 1)
+    # The state of the last layer (both directions), or for minGRU and minLSTM their residual stream.
+    width = 16 * (2 if bidirectional else 1) if model_type in CLASSIC_FAMILIES else 12
     base = make_model(model_type, "base", bidirectional=bidirectional)
     out = base(ids, output_hidden_states=True)
-    assert out.last_hidden_state.shape == (3, 9, width)
+    assert out.last_hidden_state.shape == (3, 9, width) and base.output_size == width
     assert len(out.hidden_states) == 3, "embeddings + one entry per layer"
     assert out.hidden_states[0].shape == (3, 9, 12)
     torch.testing.assert_close(out.hidden_states[-1], out.last_hidden_state)
@@ -174,9 +198,8 @@ def pad_rows(rows, side, pad_id=0):
     return ids, mask
 
 
-@pytest.mark.parametrize("model_type", FAMILIES)
+@pytest.mark.parametrize("model_type, bidirectional", ENCODER_CASES)
 @pytest.mark.parametrize("side", ["left", "right"])
-@pytest.mark.parametrize("bidirectional", [False, True])
 def test_padding_never_changes_outputs(model_type, side, bidirectional):
     rows = [[11, 12, 13], [21, 22, 23, 24, 25, 26], [31]]
     ids, mask = pad_rows(rows, side)
@@ -225,12 +248,17 @@ def test_classification_heads_infer_the_mask_from_the_pad_token():
 def test_tied_embeddings_with_projection_when_sizes_differ(model_type):
     model = make_model(model_type)  # hidden 16, embedding 12
     assert model.lm_head.weight is model.model.embeddings.weight
-    assert model.output_projection.weight.shape == (12, 16)
+    # The classic families output their state (16 wide), minGRU and minLSTM their residual stream (12).
+    width = 16 if model_type in CLASSIC_FAMILIES else 12
+    if width == 12:
+        assert model.output_projection is None
+    else:
+        assert model.output_projection.weight.shape == (12, 16)
     same_sizes = make_model(model_type, embedding_size=16)
     assert same_sizes.output_projection is None and same_sizes.lm_head.weight is same_sizes.model.embeddings.weight
     untied = make_model(model_type, tie_word_embeddings=False)
     assert untied.lm_head.weight is not untied.model.embeddings.weight
-    assert untied.output_projection is None and untied.lm_head.weight.shape == (320, 16)
+    assert untied.output_projection is None and untied.lm_head.weight.shape == (320, width)
 
 
 def test_resize_token_embeddings_keeps_the_tie():
@@ -242,7 +270,7 @@ def test_resize_token_embeddings_keeps_the_tie():
     assert model(torch.tensor([[325, 329]])).logits.shape == (1, 2, 330)
 
 
-@pytest.mark.parametrize("model_type", FAMILIES)
+@pytest.mark.parametrize("model_type", CLASSIC_FAMILIES)
 def test_recurrent_initialisation(model_type):
     model = make_model(model_type, hidden_size=32)
     rnn = model.model.layers[0].rnn
@@ -259,7 +287,21 @@ def test_recurrent_initialisation(model_type):
     assert model.model.embeddings.weight.abs().max() <= model.config.initializer_range
 
 
-@pytest.mark.parametrize("model_type", FAMILIES)
+@pytest.mark.parametrize("model_type", ["mingru", "minlstm"])
+def test_min_rnn_initialisation(model_type):
+    """Linear layers and embeddings within +-initializer_range (0.02), biases zero, LayerNorms the identity."""
+    model = make_model(model_type, hidden_size=32)
+    bound = model.config.initializer_range
+    for name, param in model.named_parameters():
+        if "norm" in name:
+            assert bool((param == (1 if name.endswith("weight") else 0)).all()), name
+        elif name.endswith("bias"):
+            assert bool((param == 0).all()), name
+        else:
+            assert 0 < param.abs().max() <= bound, name
+
+
+@pytest.mark.parametrize("model_type", CLASSIC_FAMILIES)
 def test_torch_recurrent_initialisation_matches_reset_parameters(model_type):
     """`recurrent_initialization="torch"` draws every recurrent weight and bias as torch's own default does."""
     model = make_model(model_type, hidden_size=32, recurrent_initialization="torch")
@@ -365,3 +407,70 @@ def test_token_ids_on_an_accelerator_are_not_read_back_at_every_forward():
     model.check_input_ids(torch.zeros(1, 3, dtype=torch.long, device="meta"))  # values unreadable: none were read
     with pytest.raises(ValueError, match="Token id 320"):
         model.check_input_ids(torch.tensor([[5, 320]]))
+
+
+# --- minGRU and minLSTM: the parallel scan against the recurrence step by step ------------------------------------
+
+
+def g(x):
+    return torch.where(x >= 0, x + 0.5, torch.sigmoid(x))
+
+
+def step_by_step(cell, inputs, initial_state, mask):
+    """The paper's sequential form, one step at a time from the definitions; padded steps keep the state."""
+    projections = cell.gates(inputs).double()
+    hidden = projections.shape[-1] // cell.number_of_projections
+    state = torch.zeros(inputs.shape[0], hidden, dtype=torch.float64) if initial_state is None else initial_state
+    states = []
+    for t in range(inputs.shape[1]):
+        if isinstance(cell, hf_evolution.modeling_minrnn.MinGRUCell):
+            gate, candidate = projections[:, t].chunk(2, dim=-1)
+            z = torch.sigmoid(gate)
+            new_state = (1 - z) * state + z * g(candidate)
+        else:
+            forget, input_gate, candidate = projections[:, t].chunk(3, dim=-1)
+            f, i = torch.sigmoid(forget), torch.sigmoid(input_gate)
+            new_state = f / (f + i) * state + i / (f + i) * g(candidate)
+        state = torch.where(mask[:, t, None].bool(), new_state, state) if mask is not None else new_state
+        states.append(state)
+    return torch.stack(states, dim=1)
+
+
+@pytest.mark.parametrize("model_type", ["mingru", "minlstm"])
+@pytest.mark.parametrize("length", [1, 5, 64, 65, 300])
+@pytest.mark.parametrize("padding", [None, "left", "scattered"])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_parallel_scan_equals_the_recurrence_step_by_step(model_type, length, padding, with_state):
+    torch.manual_seed(length)
+    cell = hf_evolution.modeling_minrnn.MIN_RNN_CELLS[model_type](8, 16)
+    inputs = torch.randn(3, length, 8) * 2
+    initial_state = torch.rand(3, 16) if with_state else None
+    mask = None
+    if padding is not None:
+        mask = torch.ones(3, length, dtype=torch.long)
+        if padding == "left":
+            mask[0, : length // 2] = 0
+            mask[1] = 0  # a row of padding alone keeps its state
+        else:
+            mask[:, torch.rand(length) < 0.3] = 0
+    states, final_state = cell(inputs, initial_state, mask)
+    reference = step_by_step(cell, inputs, None if initial_state is None else initial_state.double(), mask)
+    torch.testing.assert_close(states.double(), reference, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(final_state.double(), reference[:, -1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("model_type", ["mingru", "minlstm"])
+def test_parallel_scan_gradients_equal_the_recurrence_step_by_step(model_type):
+    torch.manual_seed(0)
+    cell = hf_evolution.modeling_minrnn.MIN_RNN_CELLS[model_type](8, 16)
+    inputs = torch.randn(2, 130, 8)
+    mask = torch.ones(2, 130, dtype=torch.long)
+    mask[0, :40] = 0
+    cell(inputs, None, mask)[0].pow(2).sum().backward()
+    scanned = cell.gates.weight.grad.clone()
+    cell.zero_grad()
+    step_by_step(cell, inputs, None, mask).pow(2).sum().backward()
+    reference = cell.gates.weight.grad
+    assert torch.isfinite(scanned).all(), "padding at the start of a row must not make the gradient NaN"
+    # Summed over 260 float32 steps: compared to the largest gradient (about 100).
+    assert (scanned - reference).abs().max() <= 2e-5 * reference.abs().max()

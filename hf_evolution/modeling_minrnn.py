@@ -1,0 +1,237 @@
+"""minGRU and minLSTM models for transformers (Feng et al. 2024, "Were RNNs All We Needed?").
+
+Both recurrences have the form `h_t = a_t * h_{t-1} + b_t` with `a_t` and `b_t` computed from the input alone, so a
+whole sequence runs as one parallel scan: `log h_t = a*_t + logcumsumexp(log b_t - a*_t)` with `a*_t = cumsum(log a)`,
+in float32, the candidate state kept positive by `g` so that its log exists (the paper's log-space form). The scan
+restarts from the carried state every `SCAN_CHUNK` steps, so the cumulative sums stay small enough for float32 at any
+length. Padding gets `a = 1, b = 0`: it never changes the state, wherever it sits, without packing.
+
+Everything around the recurrence (embeddings, cache, generation, padding checks, heads) is the one implementation of
+`modeling_recurrent.py`; this file only adds the residual blocks. It imports only torch, transformers and its
+sibling files, so `save_pretrained` ships it as remote code.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import can_return_tuple
+
+from .configuration_minrnn import MinGRUConfig, MinLSTMConfig, MinRNNConfig
+from .modeling_recurrent import (
+    LockedDropout,
+    RecurrentCache,
+    RecurrentForCausalLM,
+    RecurrentForSequenceClassification,
+    RecurrentForTokenClassification,
+    RecurrentModel,
+    RecurrentPreTrainedModel,
+)
+
+SCAN_CHUNK = 64
+# The log of a zero: finite, so that logcumsumexp's gradient stays finite where a row starts with padding.
+LOG_ZERO = torch.finfo(torch.float32).min / 4
+SMALLEST_STATE = torch.finfo(torch.float32).tiny
+
+
+def log_g(x: torch.Tensor) -> torch.Tensor:
+    """log g(x), where g(x) = x + 0.5 for x >= 0 and sigmoid(x) below: a positive candidate state, continuous at 0."""
+    return torch.where(x >= 0, (F.relu(x) + 0.5).log(), -F.softplus(-x))
+
+
+def log_space_scan(
+    log_a: torch.Tensor, log_b: torch.Tensor, initial_state: torch.Tensor | None, attention_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Every `h_t = a_t * h_{t-1} + b_t` of a (batch, time, hidden) sequence, given in logs, from `initial_state` (zeros
+    if None); padded steps (mask 0) keep the state."""
+    if attention_mask is not None:
+        padding = ~attention_mask.bool().unsqueeze(-1)
+        log_a = log_a.masked_fill(padding, 0.0)
+        log_b = log_b.masked_fill(padding, LOG_ZERO)
+    state = None if initial_state is None else initial_state.float()
+    chunks = []
+    for start in range(0, log_a.shape[1], SCAN_CHUNK):
+        chunk_a, chunk_b = log_a[:, start : start + SCAN_CHUNK], log_b[:, start : start + SCAN_CHUNK]
+        if chunk_a.shape[1] == 1 and state is not None:  # a decoding step: the recurrence itself
+            states = chunk_a.exp() * state.unsqueeze(1) + chunk_b.exp()
+        else:
+            a_star = chunk_a.cumsum(dim=1)
+            values = chunk_b - a_star
+            if state is None:
+                states = (a_star + values.logcumsumexp(dim=1)).exp()
+            else:
+                log_state = state.clamp_min(SMALLEST_STATE).log().unsqueeze(1)
+                states = (a_star + torch.cat([log_state, values], dim=1).logcumsumexp(dim=1)[:, 1:]).exp()
+        chunks.append(states)
+        state = states[:, -1]
+    return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
+
+
+class MinRNNCell(nn.Module):
+    """A minimal recurrence over a whole sequence: its gates map the input to `log a_t` and `log b_t`, the scan does
+    the rest (`log_coefficients`, per cell). Returns the states of every step and the last one (the state to carry)."""
+
+    number_of_projections: int
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        self.gates = nn.Linear(input_size, self.number_of_projections * hidden_size)
+
+    def forward(self, inputs, initial_state=None, attention_mask=None) -> tuple[torch.Tensor, torch.Tensor]:
+        log_a, log_b = self.log_coefficients(inputs)
+        states = log_space_scan(log_a, log_b, initial_state, attention_mask)
+        return states.to(inputs.dtype), states[:, -1]
+
+
+class MinGRUCell(MinRNNCell):
+    """h_t = (1 - z_t) * h_{t-1} + z_t * g(W_h x_t), z_t = sigmoid(W_z x_t)."""
+
+    number_of_projections = 2
+
+    def log_coefficients(self, inputs):
+        gate, candidate = self.gates(inputs).float().chunk(2, dim=-1)
+        return -F.softplus(gate), -F.softplus(-gate) + log_g(candidate)
+
+
+class MinLSTMCell(MinRNNCell):
+    """h_t = f'_t * h_{t-1} + i'_t * g(W_h x_t), where f' = f / (f + i) and i' = i / (f + i) for the forget and input
+    gates f, i = sigmoid(W_f x_t), sigmoid(W_i x_t); in logs, log f' = -softplus(log i - log f)."""
+
+    number_of_projections = 3
+
+    def log_coefficients(self, inputs):
+        forget, input_gate, candidate = self.gates(inputs).float().chunk(3, dim=-1)
+        log_input_over_forget = F.softplus(-forget) - F.softplus(-input_gate)
+        return -F.softplus(log_input_over_forget), -F.softplus(-log_input_over_forget) + log_g(candidate)
+
+
+MIN_RNN_CELLS = {"mingru": MinGRUCell, "minlstm": MinLSTMCell}
+
+
+class MinRNNBlock(GradientCheckpointingLayer):
+    """One residual block, pre-LayerNorm as in the paper's language models: the recurrence, projected back to the
+    residual stream, then a feed-forward part."""
+
+    def __init__(self, config: MinRNNConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        width = config.embedding_size
+        self.input_dropout = LockedDropout(config.input_dropout) if layer_idx == 0 else None
+        self.recurrence_norm = nn.LayerNorm(width, eps=config.layer_norm_epsilon)
+        self.recurrence = MIN_RNN_CELLS[config.model_type](width, config.hidden_size)
+        self.recurrence_output = nn.Linear(config.hidden_size, width, bias=False)
+        self.feed_forward_norm = nn.LayerNorm(width, eps=config.layer_norm_epsilon)
+        self.feed_forward = nn.Sequential(
+            nn.Linear(width, config.intermediate_size), nn.GELU(), nn.Linear(config.intermediate_size, width)
+        )
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: RecurrentCache | None = None,
+    ) -> torch.Tensor:
+        if self.training and self.input_dropout is not None:
+            hidden_states = self.input_dropout(hidden_states)
+        initial_state = None
+        if cache is not None and cache.layer_state(self.layer_idx) is not None:
+            initial_state = cache.layer_state(self.layer_idx)[0]
+            if torch.is_grad_enabled():  # a copy, so that the in-place write of the new state spares the old one
+                initial_state = initial_state.clone()
+        states, final_state = self.recurrence(self.recurrence_norm(hidden_states), initial_state, attention_mask)
+        if cache is not None:
+            cache.update_layer_state(self.layer_idx, (final_state,))
+        hidden_states = hidden_states + self.dropout(self.recurrence_output(states))
+        return hidden_states + self.dropout(self.feed_forward(self.feed_forward_norm(hidden_states)))
+
+
+class MinRNNModel(RecurrentModel):
+    """Embeddings, residual minGRU or minLSTM blocks and a final LayerNorm; padding gets zero outputs."""
+
+    def __init__(self, config: MinRNNConfig):
+        RecurrentPreTrainedModel.__init__(self, config)
+        self.embeddings = nn.Embedding(config.vocab_size, config.embedding_size)
+        self.layers = nn.ModuleList([MinRNNBlock(config, idx) for idx in range(config.num_hidden_layers)])
+        self.norm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_epsilon)
+        self.post_init()
+
+    @property
+    def output_size(self) -> int:
+        return self.config.embedding_size
+
+    @can_return_tuple
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, **kwargs):
+        r"""Takes the arguments of [`RecurrentModel.forward`]."""
+        outputs = super().forward(
+            input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, return_dict=True, **kwargs
+        )
+        hidden_states = self.norm(outputs.last_hidden_state)
+        if attention_mask is not None:
+            is_real = attention_mask[:, -hidden_states.shape[1] :].bool().unsqueeze(-1)
+            hidden_states = hidden_states.masked_fill(~is_real, 0.0)
+        outputs.last_hidden_state = hidden_states
+        if outputs.hidden_states is not None:
+            outputs.hidden_states = outputs.hidden_states[:-1] + (hidden_states,)
+        return outputs
+
+
+class MinRNNForCausalLM(RecurrentForCausalLM):
+    backbone_class = MinRNNModel
+
+
+class MinRNNForSequenceClassification(RecurrentForSequenceClassification):
+    backbone_class = MinRNNModel
+
+
+class MinRNNForTokenClassification(RecurrentForTokenClassification):
+    backbone_class = MinRNNModel
+
+
+# Each family gets its own classes so that it has its own `model_type` in the Auto* mappings and on the Hub.
+class MinGRUModel(MinRNNModel):
+    config_class = MinGRUConfig
+
+
+class MinGRUForCausalLM(MinRNNForCausalLM):
+    config_class = MinGRUConfig
+
+
+class MinGRUForSequenceClassification(MinRNNForSequenceClassification):
+    config_class = MinGRUConfig
+
+
+class MinGRUForTokenClassification(MinRNNForTokenClassification):
+    config_class = MinGRUConfig
+
+
+class MinLSTMModel(MinRNNModel):
+    config_class = MinLSTMConfig
+
+
+class MinLSTMForCausalLM(MinRNNForCausalLM):
+    config_class = MinLSTMConfig
+
+
+class MinLSTMForSequenceClassification(MinRNNForSequenceClassification):
+    config_class = MinLSTMConfig
+
+
+class MinLSTMForTokenClassification(MinRNNForTokenClassification):
+    config_class = MinLSTMConfig
+
+
+__all__ = [
+    "MinRNNModel",
+    "MinRNNForCausalLM",
+    "MinRNNForSequenceClassification",
+    "MinRNNForTokenClassification",
+    "MinGRUModel",
+    "MinGRUForCausalLM",
+    "MinGRUForSequenceClassification",
+    "MinGRUForTokenClassification",
+    "MinLSTMModel",
+    "MinLSTMForCausalLM",
+    "MinLSTMForSequenceClassification",
+    "MinLSTMForTokenClassification",
+]
