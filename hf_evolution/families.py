@@ -4,6 +4,10 @@ Comparisons are only fair at equal capacity, so sizes are set by non-embedding p
 embeddings left out, as in Kaplan et al. 2020): a size names a GPT-2/BERT width and depth, and each recurrent family
 gets the hidden size whose non-embedding parameter count matches the transformer's (within a few percent).
 
+The recurrent revival is matched the same way: minGRU and minLSTM by the size of their state, Mamba (transformers'
+own implementation) by its width, at twice the transformer's depth as in the Mamba paper (a Mamba block holds about
+half the parameters of a transformer block).
+
 `build_model` is how compare, the probes, both example scripts and the benchmarks make a model from scratch: family +
 size (or any config field given explicitly, which wins over the matched size) + task and labels.
 """
@@ -20,16 +24,37 @@ from transformers import (
     AutoModelForTokenClassification,
     BertConfig,
     GPT2Config,
+    MambaConfig,
     PreTrainedConfig,
     PreTrainedModel,
 )
 
 from . import FAMILIES as RECURRENT_CLASSES
 
-RECURRENT_FAMILIES = tuple(RECURRENT_CLASSES)
+RECURRENT_FAMILIES = tuple(RECURRENT_CLASSES)  # ours: rnn, lstm, gru, mingru, minlstm
+CLASSIC_FAMILIES = ("rnn", "lstm", "gru")
+MIN_RNN_FAMILIES = ("mingru", "minlstm")
 TRANSFORMER_CONFIGS = {"gpt2": GPT2Config, "bert": BertConfig}
-MODEL_FAMILIES = (*RECURRENT_FAMILIES, *TRANSFORMER_CONFIGS)
-CAUSAL_FAMILIES = (*RECURRENT_FAMILIES, "gpt2")
+# The line in the order every table tells it: the classic recurrent networks, the transformers, then the revival.
+MODEL_FAMILIES = (*CLASSIC_FAMILIES, *TRANSFORMER_CONFIGS, *MIN_RNN_FAMILIES, "mamba")
+# What a family cannot do, and why: the tables and errors say it in these words.
+MISSING_HEADS = {
+    "lm": {"bert": "BERT is a bidirectional encoder: it has no causal perplexity"},
+    "classify": {"mamba": "transformers has no sequence classification head for Mamba"},
+    "tokens": {"mamba": "transformers has no token classification head for Mamba"},
+}
+CAUSAL_FAMILIES = tuple(family for family in MODEL_FAMILIES if family not in MISSING_HEADS["lm"])
+ENCODER_FAMILIES = tuple(family for family in MODEL_FAMILIES if family not in MISSING_HEADS["classify"])
+FAMILY_NAMES = {
+    "rnn": "RNN",
+    "lstm": "LSTM",
+    "gru": "GRU",
+    "gpt2": "GPT-2",
+    "bert": "BERT",
+    "mingru": "minGRU",
+    "minlstm": "minLSTM",
+    "mamba": "Mamba",
+}
 TASKS = {
     "base": AutoModel,
     "lm": AutoModelForCausalLM,
@@ -61,7 +86,11 @@ SIZES = {
 }
 
 
-def check_family(family: str, allowed: tuple[str, ...] = MODEL_FAMILIES) -> None:
+def check_family(family: str, task: str = "base") -> None:
+    """Refuse an unknown family, or one without a head for `task` (saying why), before any work."""
+    allowed = [name for name in MODEL_FAMILIES if name not in MISSING_HEADS.get(task, {})]
+    if family in MISSING_HEADS.get(task, {}):
+        raise ValueError(f"{MISSING_HEADS[task][family]}; for --task {task} choose one of {', '.join(allowed)}.")
     if family not in allowed:
         raise ValueError(f"Unknown model family {family!r}; choose one of {', '.join(allowed)}.")
 
@@ -115,9 +144,17 @@ def transformer_config(family: str, size: ModelSize, vocab_size: int, fields: di
     return config_class(vocab_size=vocab_size, **{**shape, **canonical_fields(config_class, fields)})
 
 
-def recurrent_config(family: str, size: ModelSize, vocab_size: int, fields: dict) -> PreTrainedConfig:
+def width_matched_config(family: str, size: ModelSize, vocab_size: int, fields: dict) -> PreTrainedConfig:
+    """A family whose `hidden_size` the match sets: the classic recurrent networks (2 layers, see `ModelSize`),
+    minGRU and minLSTM (residual blocks as deep as the transformer, over a stream as wide as its embeddings) and
+    Mamba (twice the transformer's depth)."""
+    if family == "mamba":
+        # Mamba's default token ids (0) belong to its own vocabulary; ours come from the tokenizer.
+        shape = dict(num_hidden_layers=2 * size.layers, pad_token_id=None, bos_token_id=None, eos_token_id=None)
+        return MambaConfig(vocab_size=vocab_size, **{**shape, **fields})
     config_class = RECURRENT_CLASSES[family][0]
-    shape = dict(embedding_size=size.width, num_hidden_layers=size.recurrent_layers)
+    depth = size.recurrent_layers if family in CLASSIC_FAMILIES else size.layers
+    shape = dict(embedding_size=size.width, num_hidden_layers=depth)
     return config_class(vocab_size=vocab_size, **{**shape, **fields})
 
 
@@ -147,7 +184,7 @@ def count_for_config(config: PreTrainedConfig, task: str) -> int:
 def matched_config(
     family: str, size: ModelSize | str, vocab_size: int, task: str = "lm", **fields
 ) -> PreTrainedConfig:
-    """The config of `family` at `size`: the transformer shape itself, or the recurrent hidden size whose
+    """The config of `family` at `size`: the transformer shape itself, or the hidden size (state or width) whose
     non-embedding parameter count is closest to the transformer's (GPT-2 for LM, BERT otherwise).
 
     `fields` set any config field and win over the size: a given `hidden_size` is used as it is; other fields (a
@@ -160,13 +197,13 @@ def sized_config(family: str, size: ModelSize, vocab_size: int, task: str, field
     if family in TRANSFORMER_CONFIGS:
         return transformer_config(family, size, vocab_size, fields)
     if "hidden_size" in fields:
-        return recurrent_config(family, size, vocab_size, fields)
+        return width_matched_config(family, size, vocab_size, fields)
     reference_family = "gpt2" if task == "lm" else "bert"
     target = count_for_config(transformer_config(reference_family, size, vocab_size, {}), task)
 
     def count(hidden_size):
         return count_for_config(
-            recurrent_config(family, size, vocab_size, {**fields, "hidden_size": hidden_size}), task
+            width_matched_config(family, size, vocab_size, {**fields, "hidden_size": hidden_size}), task
         )
 
     low, high = 1, 8 * size.width
@@ -176,7 +213,7 @@ def sized_config(family: str, size: ModelSize, vocab_size: int, task: str, field
         middle = (low + high) // 2
         low, high = (middle + 1, high) if count(middle) < target else (low, middle)
     best = min((low - 1, low), key=lambda hidden: abs(count(hidden) - target) if hidden > 0 else float("inf"))
-    return recurrent_config(family, size, vocab_size, {**fields, "hidden_size": best})
+    return width_matched_config(family, size, vocab_size, {**fields, "hidden_size": best})
 
 
 def build_model(
@@ -197,7 +234,7 @@ def build_model(
     `overrides` set any config field and win over all of these."""
     if task not in TASKS:
         raise ValueError(f"Unknown task {task!r}; choose one of {', '.join(TASKS)}.")
-    check_family(family, CAUSAL_FAMILIES if task == "lm" else MODEL_FAMILIES)
+    check_family(family, task)
     size = check_size(size)
     if min_positions is not None and min_positions > size.max_positions:
         size = replace(size, max_positions=min_positions)
@@ -240,17 +277,25 @@ def shape(config: PreTrainedConfig) -> str:
 def describe_model(model: PreTrainedModel) -> str:
     """One line on what the model is, for model cards and logs."""
     config = model.config
+    name = FAMILY_NAMES.get(config.model_type, config.model_type)
     if config.model_type in RECURRENT_FAMILIES:
-        traits = [f"hidden size {config.hidden_size}", f"embedding size {config.embedding_size}"]
+        size = "state size" if config.model_type in MIN_RNN_FAMILIES else "hidden size"
+        traits = [f"{size} {config.hidden_size}", f"embedding size {config.embedding_size}"]
+        if config.model_type in MIN_RNN_FAMILIES:
+            traits.append(f"residual blocks with a feed-forward part of {config.intermediate_size}")
         if config.bidirectional:
             traits.append("bidirectional")
         if config.tie_word_embeddings and hasattr(model, "lm_head"):
             traits.append("tied input and output embeddings")
         if config.model_type == "rnn":
             traits.append(f"{config.nonlinearity} units")
-        return f"{config.num_hidden_layers}-layer {config.model_type.upper()} ({', '.join(traits)})"
+        return f"{config.num_hidden_layers}-layer {name} ({', '.join(traits)})"
+    if config.model_type == "mamba":
+        return (
+            f"Mamba ({config.num_hidden_layers} layers, width {config.hidden_size}, state size {config.state_size}, "
+            f"expansion {config.expand})"
+        )
     if config.model_type in TRANSFORMER_CONFIGS:
-        name = {"gpt2": "GPT-2", "bert": "BERT"}[config.model_type]
         return (
             f"{name} ({config.num_hidden_layers} layers, width {config.hidden_size}, "
             f"{config.num_attention_heads} heads)"

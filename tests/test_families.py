@@ -1,10 +1,12 @@
-"""Matched sizes and from-scratch construction for the five families."""
+"""Matched sizes and from-scratch construction for every family."""
 
 import pytest
 import torch
 from conftest import FAMILIES
 
 from hf_evolution.families import (
+    CAUSAL_FAMILIES,
+    ENCODER_FAMILIES,
     MODEL_FAMILIES,
     SIZES,
     build_model,
@@ -17,7 +19,7 @@ from hf_evolution.families import (
 @pytest.mark.parametrize("size", list(SIZES))
 @pytest.mark.parametrize("task", ["lm", "classify"])
 def test_recurrent_sizes_match_the_transformer_within_5_percent(size, task):
-    families = FAMILIES + ("gpt2",) if task == "lm" else MODEL_FAMILIES
+    families = CAUSAL_FAMILIES if task == "lm" else ENCODER_FAMILIES
     counts = {family: count_for_config(matched_config(family, size, 8192, task), task) for family in families}
     reference = counts["gpt2" if task == "lm" else "bert"]
     for family, count in counts.items():
@@ -27,6 +29,16 @@ def test_recurrent_sizes_match_the_transformer_within_5_percent(size, task):
 def test_vanilla_rnn_is_widest_at_equal_parameters():
     hidden = {family: matched_config(family, "small", 8192).hidden_size for family in FAMILIES}
     assert hidden["rnn"] > hidden["gru"] > hidden["lstm"], "one gate matrix < three < four per unit"
+    assert hidden["mingru"] > hidden["minlstm"], "two input projections per unit < three"
+
+
+def test_mamba_is_transformers_own_at_twice_the_depth(tiny_tokenizer):
+    from transformers import MambaForCausalLM
+
+    model = build_model("mamba", "lm", "small", tiny_tokenizer)
+    assert type(model) is MambaForCausalLM, "no Mamba of ours: only the sizing"
+    assert model.config.num_hidden_layers == 2 * SIZES["small"].layers
+    assert (model.config.bos_token_id, model.config.eos_token_id) == (2, 3), "the tokenizer's ids, not Mamba's 0"
 
 
 @pytest.mark.parametrize("family", MODEL_FAMILIES)
@@ -61,8 +73,12 @@ def test_trainer_counts_shifted_labels_for_every_causal_lm(family, tiny_tokenize
 def test_unknown_family_and_task_are_refused(tiny_tokenizer):
     with pytest.raises(ValueError, match="Unknown model family 'transformer'; choose one of rnn, lstm"):
         build_model("transformer", "lm", "tiny", tiny_tokenizer)
-    with pytest.raises(ValueError, match="Unknown model family 'bert'"):
+    with pytest.raises(
+        ValueError, match="BERT is a bidirectional encoder: it has no causal perplexity; for --task lm"
+    ):
         build_model("bert", "lm", "tiny", tiny_tokenizer)
+    with pytest.raises(ValueError, match="no sequence classification head for Mamba; for --task classify choose"):
+        build_model("mamba", "classify", "tiny", tiny_tokenizer, labels=["a", "b"])
     with pytest.raises(ValueError, match="Unknown task"):
         build_model("lstm", "translate", "tiny", tiny_tokenizer)
 
@@ -75,7 +91,7 @@ def test_explicit_overrides_win_over_the_matched_size(family, tiny_tokenizer):
     assert model.get_input_embeddings().weight.shape[0] == len(tiny_tokenizer)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", (*FAMILIES, "mamba"))
 def test_a_depth_override_is_part_of_the_match(family):
     two, three = (matched_config(family, "small", 8192, num_hidden_layers=layers) for layers in (2, 3))
     assert three.num_hidden_layers == 3 and three.hidden_size < two.hidden_size

@@ -17,8 +17,6 @@ from transformers import AutoConfig, PreTrainedModel, TrainingArguments
 
 from ..data import BBC_NEWS, load_corpus
 from ..families import (
-    CAUSAL_FAMILIES,
-    MODEL_FAMILIES,
     TASKS,
     build_model,
     check_family,
@@ -62,7 +60,7 @@ def check_arguments(model_args, data_args, task: str) -> None:
         if model_args.config_overrides:
             raise ValueError("--config_overrides applies to models trained from scratch, not to --model_name_or_path.")
     elif model_args.model_type is not None:
-        check_family(model_args.model_type, CAUSAL_FAMILIES if task == "lm" else MODEL_FAMILIES)
+        check_family(model_args.model_type, task)
         overrides = parse_config_overrides(model_args.config_overrides)
         overrides.pop("num_labels", None)  # checked against the data's labels once they are known
         matched_config(

@@ -22,6 +22,7 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_pt_utils import nested_gather
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
+from ..evaluation import is_stateful
 from ..modeling_recurrent import RecurrentCache, RecurrentPreTrainedModel
 from ..runs import RunFolder, write_json
 from .averaging import WeightAveraging
@@ -91,7 +92,7 @@ class EvolutionTrainer(Trainer):
         self.stateful = stateful
         self.stream_cache: RecurrentCache | None = None
         if stateful:
-            if not getattr(self.model, "_is_stateful", False):
+            if not is_stateful(self.model):
                 raise ValueError(
                     f"Stateful training carries a recurrent state from batch to batch; {type(self.model).__name__} "
                     "has none (a transformer reads a window, not a stream). Leave --stateful out for it."
