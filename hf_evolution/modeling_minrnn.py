@@ -34,8 +34,13 @@ LOG_ZERO = torch.finfo(torch.float32).min / 4
 SMALLEST_STATE = torch.finfo(torch.float32).tiny
 
 
+def g(x: torch.Tensor) -> torch.Tensor:
+    """The paper's g: x + 0.5 for x >= 0 and sigmoid(x) below, a positive candidate state, continuous at 0."""
+    return torch.where(x >= 0, x + 0.5, torch.sigmoid(x))
+
+
 def log_g(x: torch.Tensor) -> torch.Tensor:
-    """log g(x), where g(x) = x + 0.5 for x >= 0 and sigmoid(x) below: a positive candidate state, continuous at 0."""
+    """log g(x), computed without forming g(x) (so without underflow for very negative x)."""
     return torch.where(x >= 0, (F.relu(x) + 0.5).log(), -F.softplus(-x))
 
 
@@ -52,24 +57,22 @@ def log_space_scan(
     chunks = []
     for start in range(0, log_a.shape[1], SCAN_CHUNK):
         chunk_a, chunk_b = log_a[:, start : start + SCAN_CHUNK], log_b[:, start : start + SCAN_CHUNK]
-        if chunk_a.shape[1] == 1 and state is not None:  # a decoding step: the recurrence itself
-            states = chunk_a.exp() * state.unsqueeze(1) + chunk_b.exp()
+        a_star = chunk_a.cumsum(dim=1)
+        values = chunk_b - a_star
+        if state is None:
+            states = (a_star + values.logcumsumexp(dim=1)).exp()
         else:
-            a_star = chunk_a.cumsum(dim=1)
-            values = chunk_b - a_star
-            if state is None:
-                states = (a_star + values.logcumsumexp(dim=1)).exp()
-            else:
-                log_state = state.clamp_min(SMALLEST_STATE).log().unsqueeze(1)
-                states = (a_star + torch.cat([log_state, values], dim=1).logcumsumexp(dim=1)[:, 1:]).exp()
+            log_state = state.clamp_min(SMALLEST_STATE).log().unsqueeze(1)
+            states = (a_star + torch.cat([log_state, values], dim=1).logcumsumexp(dim=1)[:, 1:]).exp()
         chunks.append(states)
         state = states[:, -1]
     return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
 
 
 class MinRNNCell(nn.Module):
-    """A minimal recurrence over a whole sequence: its gates map the input to `log a_t` and `log b_t`, the scan does
-    the rest (`log_coefficients`, per cell). Returns the states of every step and the last one (the state to carry)."""
+    """A minimal recurrence over a whole sequence: its gates map the input to `log a_t` and `log b_t`
+    (`log_coefficients`, per cell) and the scan does the rest. A decoding step (one token, a carried state, no padding)
+    runs the recurrence itself instead (`step`). Returns the states of every step and the last one, to carry."""
 
     number_of_projections: int
 
@@ -78,6 +81,9 @@ class MinRNNCell(nn.Module):
         self.gates = nn.Linear(input_size, self.number_of_projections * hidden_size)
 
     def forward(self, inputs, initial_state=None, attention_mask=None) -> tuple[torch.Tensor, torch.Tensor]:
+        if inputs.shape[1] == 1 and initial_state is not None and attention_mask is None:
+            state = self.step(inputs[:, 0], initial_state.float())
+            return state.unsqueeze(1).to(inputs.dtype), state
         log_a, log_b = self.log_coefficients(inputs)
         states = log_space_scan(log_a, log_b, initial_state, attention_mask)
         return states.to(inputs.dtype), states[:, -1]
@@ -92,6 +98,10 @@ class MinGRUCell(MinRNNCell):
         gate, candidate = self.gates(inputs).float().chunk(2, dim=-1)
         return -F.softplus(gate), -F.softplus(-gate) + log_g(candidate)
 
+    def step(self, inputs, state):
+        gate, candidate = self.gates(inputs).float().chunk(2, dim=-1)
+        return torch.lerp(state, g(candidate), torch.sigmoid(gate))
+
 
 class MinLSTMCell(MinRNNCell):
     """h_t = f'_t * h_{t-1} + i'_t * g(W_h x_t), where f' = f / (f + i) and i' = i / (f + i) for the forget and input
@@ -103,6 +113,11 @@ class MinLSTMCell(MinRNNCell):
         forget, input_gate, candidate = self.gates(inputs).float().chunk(3, dim=-1)
         log_input_over_forget = F.softplus(-forget) - F.softplus(-input_gate)
         return -F.softplus(log_input_over_forget), -F.softplus(-log_input_over_forget) + log_g(candidate)
+
+    def step(self, inputs, state):
+        forget, input_gate, candidate = self.gates(inputs).float().chunk(3, dim=-1)
+        forget, input_gate = torch.sigmoid(forget), torch.sigmoid(input_gate)
+        return torch.lerp(g(candidate), state, forget / (forget + input_gate))
 
 
 MIN_RNN_CELLS = {"mingru": MinGRUCell, "minlstm": MinLSTMCell}

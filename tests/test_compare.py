@@ -25,12 +25,13 @@ from hf_evolution.compare.settings import (
     PROTOCOLS,
     SGD_LEARNING_RATES,
     add_arguments,
+    requested_models,
     run_settings,
     training_recipe,
 )
 from hf_evolution.compare.statistics import ranking, spread, summarize, t_quantile
 from hf_evolution.configuration_recurrent import POOLING_MODES
-from hf_evolution.families import MODEL_FAMILIES
+from hf_evolution.families import MODEL_FAMILIES, count_for_config, matched_config
 from hf_evolution.runs import open_run_folder
 
 FIGURES = {
@@ -61,6 +62,40 @@ def smoke_run(tmp_path_factory):
     output = tmp_path_factory.mktemp("compare") / "run"
     assert main(["compare", "--preset", "smoke", "--output", str(output)]) == 0
     return output
+
+
+@pytest.fixture(scope="module")
+def revival_run(tmp_path_factory):
+    output = tmp_path_factory.mktemp("compare") / "revival"
+    assert main(["compare", "--preset", "smoke", "--models", "revival,gru", "--output", str(output)]) == 0
+    return output
+
+
+def test_the_revival_runs_after_the_classic_line_and_mamba_says_why_it_does_not_classify(revival_run):
+    results = json.loads((revival_run / "results.json").read_text())
+    models = {task: [row["model"] for row in results["runs"] if row["task"] == task] for task in ("lm", "classify")}
+    assert models == {"lm": ["gru", "mingru", "minlstm", "mamba"], "classify": ["gru", "mingru", "minlstm"]}
+    rows = {row["model"]: row for row in results["runs"] if row["task"] == "lm"}
+    gpt2_count = count_for_config(matched_config("gpt2", "tiny", 320), "lm")
+    for family, row in rows.items():
+        assert abs(row["params_non_embedding"] - gpt2_count) / gpt2_count < 0.1, family  # vocab 320 vs the run's
+        assert math.isfinite(row["test_stream_perplexity"]) and row["generation_tokens_per_second"] > 0, family
+    assert rows["mingru"]["stream_protocol"].startswith("state carried")
+    assert rows["mamba"]["stream_protocol"].startswith("sliding window"), "Mamba's scan cannot continue a block"
+    assert rows["mamba"]["shape"].startswith("4 x "), "twice GPT-2's depth"
+    note = "transformers has no sequence classification head for Mamba, so it is compared on language modelling only."
+    assert note in results["notes"]
+    text = (revival_run / "results.md").read_text()
+    assert "| mamba: not run, transformers has no sequence classification head for Mamba |" in text
+    for task in ("lm", "classify"):
+        assert (revival_run / f"{task}_quality_vs_parameters.png").stat().st_size > 10_000
+
+
+def test_model_groups_expand_in_the_order_of_the_line():
+    assert requested_models("all") == list(MODEL_FAMILIES)
+    assert requested_models("mamba,classic,lstm") == ["rnn", "lstm", "gru", "gpt2", "bert", "mamba"]
+    with pytest.raises(ValueError, match=r"choose from rnn, .* or a group \(classic, revival, all\)"):
+        requested_models("revivals")
 
 
 def test_smoke_run_writes_every_file_with_finite_figures(smoke_run):
@@ -220,14 +255,14 @@ def test_two_seeds_give_their_own_figures_and_the_summary_is_their_mean(two_seed
         assert [row["seed"] for row in csv.DictReader(file)] == ["42", "43", "42", "43"]
 
 
-def test_results_json_follows_its_shipped_schema(smoke_run, two_seed_run):
+def test_results_json_follows_its_shipped_schema(smoke_run, two_seed_run, revival_run):
     schema = json.loads(SCHEMA.read_text())
     choices = schema["$defs"]["settings"]["properties"]
     assert choices["protocol"]["enum"] == list(PROTOCOLS) and choices["pooling"]["enum"] == list(POOLING_MODES)
     assert schema["$defs"]["model"]["enum"] == [*MODEL_FAMILIES, "bert-pretrained"], "the schema follows the code"
     assert schema["$defs"]["run"]["properties"]["optimizer"]["enum"] == list(OPTIMIZERS)
     validator = jsonschema.Draft202012Validator(schema)
-    for run in (smoke_run, two_seed_run):
+    for run in (revival_run, smoke_run, two_seed_run):
         results = json.loads((run / "results.json").read_text())
         validator.validate(results)
     broken = json.loads(json.dumps(results))

@@ -17,13 +17,13 @@ from transformers import DataCollatorWithPadding, TrainerCallback, default_data_
 
 from ..data import batchify_for_lm, corpus_stats, load_corpus, pack_for_lm, token_stream, tokenize_for_classification
 from ..evaluation import stream_loss
-from ..families import RECURRENT_FAMILIES, TASKS, build_model, label_fields, parameter_counts, shape
+from ..families import MISSING_HEADS, RECURRENT_FAMILIES, TASKS, build_model, label_fields, parameter_counts, shape
 from ..metrics import classification_compute_metrics, lm_metrics
 from ..runs import PeakMemory, best_time, environment, pick_device, seed_everything, shared_tokenizer
 from ..tokenization import load_tokenizer
 from ..training import EvolutionTrainer, EvolutionTrainingArguments, last_complete_checkpoint
 from .report import SCHEMA_VERSION, UNITS, write_outputs
-from .settings import LM_EXCLUDED, SWEEP_METRICS, Preset
+from .settings import SWEEP_METRICS, Preset
 
 
 def run_comparison(folder, settings: dict, results: dict) -> int:
@@ -161,13 +161,14 @@ def new_results(settings: dict) -> dict:
 def run_notes(settings: dict) -> list[str]:
     """What a reader of the tables must know about this run, and only what applies to it."""
     notes = []
-    if "lm" in settings["tasks"]:
-        where = (
-            "it is compared on classification only" if "classify" in settings["tasks"] else "this run leaves it out"
-        )
-        notes += [
-            f"{LM_EXCLUDED[family]}, so {where}." for family in settings["requested_models"] if family in LM_EXCLUDED
-        ]
+    for task, other, other_name in (("lm", "classify", "classification"), ("classify", "lm", "language modelling")):
+        if task in settings["tasks"]:
+            where = f"it is compared on {other_name} only" if other in settings["tasks"] else "this run leaves it out"
+            notes += [
+                f"{MISSING_HEADS[task][family]}, so {where}."
+                for family in settings["requested_models"]
+                if family in MISSING_HEADS[task]
+            ]
     if "classify" in settings["tasks"]:
         if set(settings["models"]["classify"]) & set(RECURRENT_FAMILIES):
             notes.append(POOLING_NOTES[settings["pooling"]])

@@ -8,6 +8,7 @@ import io
 import statistics
 from pathlib import Path
 
+from ..families import MISSING_HEADS
 from ..reporting import FAMILY_COLORS, format_value, markdown_table, new_figure, save_figure
 from ..runs import write_json, write_text
 from .statistics import MIN_SEEDS_FOR_INTERVAL, RANKED_FIGURES, is_quality, ranking, summarize
@@ -167,7 +168,13 @@ def results_markdown(results: dict) -> str:
             continue
         if len(seeds) > 1:  # a run in progress may hold fewer seeds of some models
             columns = {"model": columns["model"], "n_seeds": "seeds", **columns}
-        lines += [markdown_table([with_spread(row) for row in task_rows], columns), ""]
+        # A family without a head for the task still gets its row, saying why it did not run.
+        missing = [
+            {"model": f"{family}: not run, {MISSING_HEADS[task][family]}"}
+            for family in settings["requested_models"]
+            if family in MISSING_HEADS[task]
+        ]
+        lines += [markdown_table([with_spread(row) for row in task_rows] + missing, columns), ""]
         if len(seeds) >= MIN_SEEDS_FOR_INTERVAL:
             lines += interval_lines(task_rows, columns)
         for key, lower_is_better in RANKED_FIGURES[task].items():
