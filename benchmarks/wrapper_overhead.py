@@ -1,5 +1,7 @@
 """Wrapper overhead: a training step (forward + backward) of our causal LMs against the same network written directly
-with nn.Embedding + nn.LSTM/GRU/RNN + nn.Linear, at the same sizes. Target: at most 1.05x.
+with nn.Embedding + nn.LSTM/GRU/RNN + nn.Linear, at the same sizes; for minGRU and minLSTM, against their residual
+blocks written directly around the same recurrence (our cell: gates and scan, as nn.GRU is for the GRU). Target: at
+most 1.05x.
 
     python benchmarks/wrapper_overhead.py [--smoke]
 """
@@ -9,6 +11,7 @@ from common import check, interleaved_times, print_checks, run_from_command_line
 from torch import nn
 
 from hf_evolution.families import build_model
+from hf_evolution.modeling_minrnn import MIN_RNN_CELLS
 
 TARGET = 1.05
 
@@ -29,6 +32,39 @@ class PlainLanguageModel(nn.Module):
         return nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), input_ids[:, 1:].flatten())
 
 
+class PlainMinRNNLanguageModel(nn.Module):
+    """minGRU or minLSTM as one writes it without transformers: pre-LayerNorm residual blocks (recurrence, then a
+    4x feed-forward part), a final LayerNorm, an untied decoder."""
+
+    def __init__(self, family: str, vocab_size: int, hidden_size: int, num_layers: int):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, hidden_size)
+        self.blocks = nn.ModuleList(
+            nn.ModuleDict(
+                {
+                    "norm_1": nn.LayerNorm(hidden_size),
+                    "cell": MIN_RNN_CELLS[family](hidden_size, hidden_size),
+                    "out": nn.Linear(hidden_size, hidden_size, bias=False),
+                    "norm_2": nn.LayerNorm(hidden_size),
+                    "ffn": nn.Sequential(
+                        nn.Linear(hidden_size, 4 * hidden_size), nn.GELU(), nn.Linear(4 * hidden_size, hidden_size)
+                    ),
+                }
+            )
+            for _ in range(num_layers)
+        )
+        self.norm = nn.LayerNorm(hidden_size)
+        self.decoder = nn.Linear(hidden_size, vocab_size)
+
+    def forward(self, input_ids):
+        hidden = self.embedding(input_ids)
+        for block in self.blocks:
+            hidden = hidden + block["out"](block["cell"](block["norm_1"](hidden))[0])
+            hidden = hidden + block["ffn"](block["norm_2"](hidden))
+        logits = self.decoder(self.norm(hidden))
+        return nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), input_ids[:, 1:].flatten())
+
+
 def ours(family: str, vocab_size: int, hidden_size: int, num_layers: int):
     """Our causal LM at the plain network's sizes: the builder with every shape field given, dropout off, untied."""
     fields = dict(hidden_size=hidden_size, embedding_size=hidden_size, num_hidden_layers=num_layers)
@@ -43,8 +79,9 @@ def main(smoke: bool = False) -> dict:
     repeats = 3 if smoke else 7
     input_ids = torch.randint(0, vocab, (batch, length))
     rows, checks = [], []
-    for family in ("lstm", "gru", "rnn"):
-        plain = PlainLanguageModel(family, vocab, hidden, layers).train()
+    for family in ("lstm", "gru", "rnn", "mingru", "minlstm"):
+        plain_class = PlainMinRNNLanguageModel if family in MIN_RNN_CELLS else PlainLanguageModel
+        plain = plain_class(family, vocab, hidden, layers).train()
         wrapped = ours(family, vocab, hidden, layers).train()
 
         def step_plain():
@@ -72,7 +109,7 @@ def main(smoke: bool = False) -> dict:
     )
     for row in rows:
         print(
-            f"  {row['family']:5s} plain {row['plain_s'] * 1000:8.1f} ms   ours {row['ours_s'] * 1000:8.1f} ms   "
+            f"  {row['family']:7s} plain {row['plain_s'] * 1000:8.1f} ms   ours {row['ours_s'] * 1000:8.1f} ms   "
             f"ratio {row['ratio']:.3f}"
         )
     print_checks("Wrapper overhead", checks)

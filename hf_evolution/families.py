@@ -37,6 +37,12 @@ MIN_RNN_FAMILIES = ("mingru", "minlstm")
 TRANSFORMER_CONFIGS = {"gpt2": GPT2Config, "bert": BertConfig}
 # The line in the order every table tells it: the classic recurrent networks, the transformers, then the revival.
 MODEL_FAMILIES = (*CLASSIC_FAMILIES, *TRANSFORMER_CONFIGS, *MIN_RNN_FAMILIES, "mamba")
+# `--models` (compare and the probes) takes families and these groups; compare's default is the classic line.
+MODEL_GROUPS = {
+    "classic": (*CLASSIC_FAMILIES, *TRANSFORMER_CONFIGS),
+    "revival": (*MIN_RNN_FAMILIES, "mamba"),
+    "all": MODEL_FAMILIES,
+}
 # What a family cannot do, and why: the tables and errors say it in these words.
 MISSING_HEADS = {
     "lm": {"bert": "BERT is a bidirectional encoder: it has no causal perplexity"},
@@ -84,6 +90,19 @@ SIZES = {
     "medium": ModelSize(width=256, layers=4, heads=4),
     "base": ModelSize(width=512, layers=6, heads=8),
 }
+
+
+def requested_models(text: str) -> list[str]:
+    """The families of a `--models` list (names and groups), each once, in the order of the line (MODEL_FAMILIES)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in MODEL_FAMILIES and name not in MODEL_GROUPS]
+    if unknown or not names:
+        raise ValueError(
+            f"Unknown model(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(MODEL_FAMILIES)} or a "
+            f"group ({', '.join(MODEL_GROUPS)})."
+        )
+    chosen = {family for name in names for family in MODEL_GROUPS.get(name, (name,))}
+    return [family for family in MODEL_FAMILIES if family in chosen]
 
 
 def check_family(family: str, task: str = "base") -> None:

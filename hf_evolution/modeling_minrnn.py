@@ -2,9 +2,9 @@
 
 Both recurrences have the form `h_t = a_t * h_{t-1} + b_t` with `a_t` and `b_t` computed from the input alone, so a
 whole sequence runs as one parallel scan: `log h_t = a*_t + logcumsumexp(log b_t - a*_t)` with `a*_t = cumsum(log a)`,
-in float32, the candidate state kept positive by `g` so that its log exists (the paper's log-space form). The scan
-restarts from the carried state every `SCAN_CHUNK` steps, so the cumulative sums stay small enough for float32 at any
-length. Padding gets `a = 1, b = 0`: it never changes the state, wherever it sits, without packing.
+in float32, the candidate state kept positive by `g` so that its log exists (the paper's log-space form). The scan runs
+in chunks of `SCAN_CHUNK` steps, all at once, so that the cumulative sums stay small enough for float32 at any length;
+the state is carried between chunks in linear space. Padding gets `a = 1, b = 0`: it never changes the state, wherever it sits, without packing.
 
 Everything around the recurrence (embeddings, cache, generation, padding checks, heads) is the one implementation of
 `modeling_recurrent.py`; this file only adds the residual blocks. It imports only torch, transformers and its
@@ -31,7 +31,6 @@ from .modeling_recurrent import (
 SCAN_CHUNK = 64
 # The log of a zero: finite, so that logcumsumexp's gradient stays finite where a row starts with padding.
 LOG_ZERO = torch.finfo(torch.float32).min / 4
-SMALLEST_STATE = torch.finfo(torch.float32).tiny
 
 
 def g(x: torch.Tensor) -> torch.Tensor:
@@ -48,25 +47,34 @@ def log_space_scan(
     log_a: torch.Tensor, log_b: torch.Tensor, initial_state: torch.Tensor | None, attention_mask: torch.Tensor | None
 ) -> torch.Tensor:
     """Every `h_t = a_t * h_{t-1} + b_t` of a (batch, time, hidden) sequence, given in logs, from `initial_state` (zeros
-    if None); padded steps (mask 0) keep the state."""
+    if None); padded steps (mask 0) keep the state.
+
+    The sequence is cut into chunks of `SCAN_CHUNK` steps, all scanned at once in log space from a zero state; the
+    state entering each chunk is then carried from chunk to chunk in linear space, and its decay added to every step.
+    """
     if attention_mask is not None:
         padding = ~attention_mask.bool().unsqueeze(-1)
         log_a = log_a.masked_fill(padding, 0.0)
         log_b = log_b.masked_fill(padding, LOG_ZERO)
-    state = None if initial_state is None else initial_state.float()
-    chunks = []
-    for start in range(0, log_a.shape[1], SCAN_CHUNK):
-        chunk_a, chunk_b = log_a[:, start : start + SCAN_CHUNK], log_b[:, start : start + SCAN_CHUNK]
-        a_star = chunk_a.cumsum(dim=1)
-        values = chunk_b - a_star
-        if state is None:
-            states = (a_star + values.logcumsumexp(dim=1)).exp()
-        else:
-            log_state = state.clamp_min(SMALLEST_STATE).log().unsqueeze(1)
-            states = (a_star + torch.cat([log_state, values], dim=1).logcumsumexp(dim=1)[:, 1:]).exp()
-        chunks.append(states)
-        state = states[:, -1]
-    return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
+    batch_size, length, hidden_size = log_a.shape
+    chunks = -(-length // SCAN_CHUNK)
+    if chunks * SCAN_CHUNK != length:  # pad the end with steps that keep the state
+        extra = chunks * SCAN_CHUNK - length
+        log_a = F.pad(log_a, (0, 0, 0, extra), value=0.0)
+        log_b = F.pad(log_b, (0, 0, 0, extra), value=LOG_ZERO)
+    log_a = log_a.view(batch_size, chunks, SCAN_CHUNK, hidden_size)
+    log_b = log_b.view(batch_size, chunks, SCAN_CHUNK, hidden_size)
+    a_star = log_a.cumsum(dim=2)
+    states = (a_star + (log_b - a_star).logcumsumexp(dim=2)).exp()
+    if chunks > 1 or initial_state is not None:
+        decay = a_star.exp()  # a_1 * ... * a_t within each chunk
+        state = log_a.new_zeros(batch_size, hidden_size) if initial_state is None else initial_state.float()
+        entering = []
+        for chunk in range(chunks):
+            entering.append(state)
+            state = states[:, chunk, -1] + decay[:, chunk, -1] * state
+        states = states + decay * torch.stack(entering, dim=1).unsqueeze(2)
+    return states.view(batch_size, chunks * SCAN_CHUNK, hidden_size)[:, :length]
 
 
 class MinRNNCell(nn.Module):
@@ -139,7 +147,7 @@ class MinRNNBlock(GradientCheckpointingLayer):
         self.feed_forward = nn.Sequential(
             nn.Linear(width, config.intermediate_size), nn.GELU(), nn.Linear(config.intermediate_size, width)
         )
-        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.dropout = nn.Dropout(config.hidden_dropout) if config.hidden_dropout > 0 else nn.Identity()
 
     def forward(
         self,

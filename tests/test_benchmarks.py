@@ -25,10 +25,13 @@ def test_run_all_smoke_reports_every_target_and_writes_its_results():
         "data pipeline",
         "GPU path",
         "classic word LM",
+        "recurrent revival",
     }
     names = [item["name"] for items in checks.values() for item in items]
-    for family in ("lstm", "gru", "rnn"):
+    for family in ("lstm", "gru", "rnn", "mingru", "minlstm"):
         assert f"{family} training step, ours / plain PyTorch" in names
+    assert "minGRU training step speed-up over GRU, 128 tokens x 2" in names
+    assert "minGRU per-token time, 256 / 16 tokens of context" in names
     for batch in (1, 8):
         assert f"generate() / hand-written loop tokens/s, batch {batch}" in names
     assert "Trainer / plain loop tokens per second" in names and "tokenise + pack / tokenizer alone" in names
@@ -38,7 +41,15 @@ def test_run_all_smoke_reports_every_target_and_writes_its_results():
         assert f"{status}  {item['name']}" in result.stdout, "each target is printed with PASS/FAIL"
     assert "test perplexity, ours / classic (same recipe)" in names
     assert any(name.startswith("test perplexity, ours with the AWD options / classic") for name in names)
-    for name in ("wrapper_overhead", "generation", "trainer_throughput", "data_pipeline", "gpu", "classic_lm"):
+    for name in (
+        "wrapper_overhead",
+        "generation",
+        "trainer_throughput",
+        "data_pipeline",
+        "gpu",
+        "classic_lm",
+        "revival",
+    ):
         assert json.loads((BENCHMARKS / "results" / f"{name}_smoke.json").read_text())["machine"]["versions"]["torch"]
     # The one invariant that is not a speed: the recurrent state does not grow with the context.
     state = next(item for item in checks["generation"] if item["name"].startswith("LSTM state bytes"))

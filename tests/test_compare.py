@@ -25,13 +25,12 @@ from hf_evolution.compare.settings import (
     PROTOCOLS,
     SGD_LEARNING_RATES,
     add_arguments,
-    requested_models,
     run_settings,
     training_recipe,
 )
 from hf_evolution.compare.statistics import ranking, spread, summarize, t_quantile
 from hf_evolution.configuration_recurrent import POOLING_MODES
-from hf_evolution.families import MODEL_FAMILIES, count_for_config, matched_config
+from hf_evolution.families import MODEL_FAMILIES, count_for_config, matched_config, requested_models
 from hf_evolution.runs import open_run_folder
 
 FIGURES = {

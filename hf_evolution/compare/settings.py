@@ -10,18 +10,12 @@ from pathlib import Path
 
 from ..configuration_recurrent import POOLING_MODES
 from ..data import BBC_NEWS
-from ..families import CLASSIC_FAMILIES, MIN_RNN_FAMILIES, MISSING_HEADS, MODEL_FAMILIES, SIZES, TRANSFORMER_CONFIGS
+from ..families import MISSING_HEADS, MODEL_FAMILIES, MODEL_GROUPS, SIZES, requested_models
 from ..tokenization import TOKENIZER_KINDS
 
 TASKS = ("lm", "classify")
 PROTOCOLS = ("best", "common", "stateful")
 OPTIMIZERS = ("adamw", "sgd")
-# `--models` takes families and these groups; the default stays the classic line so that it runs in about 12 minutes.
-MODEL_GROUPS = {
-    "classic": (*CLASSIC_FAMILIES, *TRANSFORMER_CONFIGS),
-    "revival": (*MIN_RNN_FAMILIES, "mamba"),
-    "all": MODEL_FAMILIES,
-}
 # AdamW learning rates per task and family (linear decay after 5% warmup), the best of a sweep over {1e-3, 3e-3, 1e-2}
 # on the default preset: gated recurrent LMs take ten times larger steps than GPT-2.
 LEARNING_RATES = {
@@ -351,19 +345,6 @@ def run_settings(args) -> dict:
         "seeds": seed_list(args.seed, args.seeds),
         "device": args.device,
     }
-
-
-def requested_models(text: str) -> list[str]:
-    """The families of `--models` (names and groups), each once, in the order of the line (MODEL_FAMILIES)."""
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in MODEL_FAMILIES and name not in MODEL_GROUPS]
-    if unknown or not names:
-        raise ValueError(
-            f"Unknown model(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(MODEL_FAMILIES)} or a "
-            f"group ({', '.join(MODEL_GROUPS)})."
-        )
-    chosen = {family for name in names for family in MODEL_GROUPS.get(name, (name,))}
-    return [family for family in MODEL_FAMILIES if family in chosen]
 
 
 def resolve_pretrained_bert(name: str | None) -> str | None:

@@ -15,11 +15,18 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
 
-from ..families import RECURRENT_FAMILIES, build_model, check_family, parameter_counts, prepare_model
+from ..families import (
+    CAUSAL_FAMILIES,
+    RECURRENT_FAMILIES,
+    build_model,
+    parameter_counts,
+    prepare_model,
+    requested_models,
+)
 from ..reporting import FAMILY_COLORS
 from ..runs import RunFolder, default_run_dir, environment, open_run_folder, write_json
 
-DEFAULT_FAMILIES = ("rnn", "lstm", "gru", "gpt2")
+DEFAULT_FAMILIES = CAUSAL_FAMILIES  # the line, from the RNN to Mamba
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 
 
@@ -66,13 +73,10 @@ def folder_config(path: Path) -> PreTrainedConfig:
 def model_specs(args, default_families: tuple[str, ...] = DEFAULT_FAMILIES) -> list[ModelSpec]:
     """The models of `--models` (fresh, at `--size`) and `--model` (folders); the default families if neither."""
     folders = args.model or []
-    families = split_list(args.models) if args.models else ([] if folders else list(default_families))
+    families = requested_models(args.models) if args.models else ([] if folders else list(default_families))
     if not families and not folders:
         raise ValueError("Nothing to probe: give --model FOLDER (repeatable) and/or --models FAMILIES.")
-    specs = []
-    for family in families:
-        check_family(family)
-        specs.append(ModelSpec(family, family, size=args.size))
+    specs = [ModelSpec(family, family, size=args.size) for family in families]
     for folder in folders:
         config = folder_config(folder)
         specs.append(ModelSpec(folder.resolve().name, config.model_type, path=folder))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..families import MODEL_FAMILIES, SIZES
+from ..families import MODEL_FAMILIES, MODEL_GROUPS, SIZES
 
 
 def preset_help(presets: dict, key: str, text: str) -> str:
@@ -19,7 +19,7 @@ def add_common_options(parser: argparse.ArgumentParser, probe: str, presets: dic
         "--models",
         metavar="FAMILIES",
         help=f"comma-separated families to build with fresh weights at --size, parameter-matched: any of "
-        f"{','.join(MODEL_FAMILIES)} (default: {default_families})",
+        f"{','.join(MODEL_FAMILIES)}, or the groups {', '.join(MODEL_GROUPS)} (default: {default_families})",
     )
     models.add_argument(
         "--model",
