@@ -65,7 +65,7 @@ def assert_loss_falls(output_dir):
 # --- every family trains -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("family", ["rnn", "lstm", "gru", "gpt2"])
+@pytest.mark.parametrize("family", ["rnn", "lstm", "gru", "gpt2", "mingru", "minlstm", "mamba"])
 def test_run_clm_trains_every_family(tmp_path, small_tokenizer, family):
     out = tmp_path / family
     results = run_clm.main(
@@ -96,10 +96,10 @@ def test_run_clm_trains_every_family(tmp_path, small_tokenizer, family):
     card = (out / "README.md").read_text()
     assert "library_name: transformers" in card and "perplexity" in card and "bits per byte" in card
     assert (out / "tokenizer.json").exists() and (out / "model.safetensors").exists()
-    assert (out / "modeling_recurrent.py").exists() == (family != "gpt2")
+    assert (out / "modeling_recurrent.py").exists() == (family not in ("gpt2", "mamba")), "ours carry their code"
 
 
-@pytest.mark.parametrize("family", ["rnn", "lstm", "gru", "gpt2", "bert"])
+@pytest.mark.parametrize("family", ["rnn", "lstm", "gru", "gpt2", "bert", "mingru", "minlstm"])
 def test_run_classification_trains_every_family(tmp_path, small_tokenizer, family):
     out = tmp_path / family
     results = run_classification.main(
@@ -642,6 +642,7 @@ def test_config_overrides_win_over_the_matched_size_in_both_scripts(tmp_path, sm
         ("run_clm", ["--model_name_or_path", "no/such-model-anywhere"], "no/such-model-anywhere"),
         ("run_classification", ["--model_type", "xlnet"], "Unknown model family 'xlnet'"),
         ("run_classification", ["--model_type", "gru", "--size", "huge"], "Unknown size 'huge'"),
+        ("run_classification", ["--model_type", "mamba"], "transformers has no sequence classification head for"),
     ],
 )
 def test_what_a_user_gets_wrong_is_one_line_and_exit_code_2(tmp_path, script, arguments, message):

@@ -243,3 +243,22 @@ def test_every_probe_explains_itself(probe, capsys):
     text = capsys.readouterr().out
     assert "--output" in text and "--overwrite" in text and "--seed" in text and "--device" in text
     assert "--preset smoke" in text
+
+
+def test_speed_skips_the_longer_lengths_once_a_step_takes_too_long(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["probe", "speed", "--preset", "smoke", "--models", "mamba", "--lengths", "8,16,32", "--contexts", "8"]
+    assert main([*args, "--max-step-seconds", "1e-6", "--output", str(out)]) == 0
+    entry = read_results(out)["models"]["mamba"]
+    assert entry["lengths"]["8"]["train_step_ms"] > 0 and entry["lengths"]["16"] is None is entry["lengths"]["32"]
+    assert entry["lengths_skipped"].startswith("lengths over 8 skipped: a training step at 8 tokens took")
+    assert "mamba: lengths over 8 skipped" in capsys.readouterr().err
+
+
+def test_memory_skips_a_distance_whose_budget_would_take_too_long_and_the_longer_ones(tmp_path):
+    out = tmp_path / "run"
+    args = ["probe", "memory", "--preset", "smoke", "--models", "gru", "--tasks", "copy", "--distances", "2,8"]
+    assert main([*args, "--max-minutes", "1e-9", "--output", str(out)]) == 0
+    copy = read_results(out)["models"]["gru"]["tasks"]["copy"]
+    assert copy["accuracy"] == {} and copy["skipped"]["2"].startswith("300 steps would take about")
+    assert copy["skipped"]["8"] == "skipped, as the shorter distance was"

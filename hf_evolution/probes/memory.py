@@ -47,6 +47,7 @@ class Budget:
     batch_size: int
     lr: float
     eval_size: int
+    max_minutes: float
 
 
 PRESETS = {
@@ -58,9 +59,17 @@ PRESETS = {
         batch_size=32,
         lr=3e-3,
         eval_size=1024,
+        max_minutes=5.0,
     ),
     "smoke": Budget(
-        size="tiny", tasks="copy,adding,mqar", distances="2,8", steps=300, batch_size=32, lr=1e-2, eval_size=256
+        size="tiny",
+        tasks="copy,adding,mqar",
+        distances="2,8",
+        steps=300,
+        batch_size=32,
+        lr=1e-2,
+        eval_size=256,
+        max_minutes=5.0,
     ),
 }
 
@@ -97,14 +106,25 @@ def task_model(spec: ModelSpec, vocab_size: int, length: int, seed: int) -> PreT
     return prepare_model(TASKS[task].from_config(config))
 
 
+TIMED_STEPS = 5  # the steps that predict how long the whole budget takes
+
+
 def train_on_task(model, task: SyntheticTask, distance: int, args, device: torch.device, desc: str) -> dict:
     """Train for the budget (`steps` batches of `batch_size`) with AdamW, then score fresh sequences. Every model
-    sees the same batches: the data generator restarts from the seed."""
+    sees the same batches: the data generator restarts from the seed. If the first steps say the budget would take
+    over `max_minutes`, stop there and return why instead (`skipped`)."""
     generator = torch.Generator().manual_seed(args.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
     model.train()
     start = time.perf_counter()
-    for _ in tqdm(range(args.steps), desc=desc, leave=False):
+    for step in tqdm(range(args.steps), desc=desc, leave=False):
+        if step == TIMED_STEPS:
+            projected = (time.perf_counter() - start) / TIMED_STEPS * args.steps
+            if projected > 60 * args.max_minutes:
+                return {
+                    "skipped": f"{args.steps} steps would take about {projected / 60:.2g} min, over --max-minutes "
+                    f"{args.max_minutes:g}"
+                }
         inputs, targets = task.make_batch(args.batch_size, distance, generator)
         logits = model(input_ids=inputs.to(device), use_cache=False).logits
         loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.to(device).flatten())
@@ -141,6 +161,7 @@ def run(args) -> int:
         "distance": "per task, see `tasks`",
         "final_loss": "cross-entropy in nats on the answers of the last training batch",
         "train_seconds": "seconds of training at that distance",
+        "skipped": "distances not trained, and why (a budget over --max-minutes)",
     }
     task_names = split_list(args.tasks)
     for name in task_names:
@@ -164,13 +185,17 @@ def run(args) -> int:
                 task = SYNTHETIC_TASKS[name]
                 task_entry = entry["tasks"][name] = {"accuracy": {}, "final_loss": {}, "train_seconds": {}}
                 for distance in distances:
+                    if "skipped" in task_entry:  # a longer distance would take longer still
+                        task_entry["skipped"][str(distance)] = "skipped, as the shorter distance was"
+                        save_results(folder, results, plot_memory)
+                        continue
                     length = task.make_batch(1, distance, torch.Generator())[0].shape[1]
                     model = task_model(spec, task.vocab_size, length, args.seed).to(device)
                     if "parameters" not in task_entry:
                         task_entry.update(parameters=parameter_counts(model), config=describe(spec, model)["config"])
                     outcome = train_on_task(model, task, distance, args, device, f"{spec.name} {name} d={distance}")
                     for key, value in outcome.items():
-                        task_entry[key][str(distance)] = value
+                        task_entry.setdefault(key, {})[str(distance)] = value
                     save_results(folder, results, plot_memory)
     print(memory_table(results, distances))
     print(f"\nResults and plots in {folder.path}")
@@ -228,4 +253,9 @@ def add_parser(subcommands) -> None:
     budget.add_argument("--batch-size", type=int, help=preset_help(PRESETS, "batch_size", "sequences per step"))
     budget.add_argument("--lr", type=float, help=preset_help(PRESETS, "lr", "AdamW learning rate"))
     budget.add_argument("--eval-size", type=int, help=preset_help(PRESETS, "eval_size", "fresh sequences scored"))
+    budget.add_argument(
+        "--max-minutes",
+        type=float,
+        help=preset_help(PRESETS, "max_minutes", "skip a distance (and longer ones) whose budget would take longer"),
+    )
     memory.set_defaults(run=run)

@@ -47,6 +47,7 @@ class Budget:
     new_tokens: int
     repeats: int
     vocab_size: int
+    max_step_seconds: float
 
 
 PRESETS = {
@@ -58,9 +59,17 @@ PRESETS = {
         new_tokens=32,
         repeats=3,
         vocab_size=8192,
+        max_step_seconds=60.0,
     ),
     "smoke": Budget(
-        size="tiny", lengths="16,32", contexts="16,64", batch_size=2, new_tokens=4, repeats=1, vocab_size=320
+        size="tiny",
+        lengths="16,32",
+        contexts="16,64",
+        batch_size=2,
+        new_tokens=4,
+        repeats=1,
+        vocab_size=320,
+        max_step_seconds=60.0,
     ),
 }
 
@@ -87,16 +96,17 @@ def training_step(model, optimizer, input_ids: torch.Tensor) -> None:
     optimizer.zero_grad(set_to_none=True)
 
 
-def time_lengths(model, lengths: list[int], args, device: torch.device, desc: str) -> dict:
+def time_lengths(model, lengths: list[int], args, device: torch.device, desc: str) -> tuple[dict, str | None]:
     """Milliseconds of a forward pass (no gradients) and of a training step (forward, backward, AdamW step) on a
-    batch of random tokens, at each sequence length."""
+    batch of random tokens, at each sequence length; and why longer lengths were skipped, if they were: once a step
+    takes over `max_step_seconds`, longer ones would only take longer."""
     limit = position_limit(model.config)
     generator = torch.Generator().manual_seed(args.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    timings = {}
+    timings, skipped = {}, None
     for length in tqdm(lengths, desc=desc, leave=False):
-        if limit is not None and length > limit:
-            timings[str(length)] = None  # beyond the learned positions
+        if (limit is not None and length > limit) or skipped:
+            timings[str(length)] = None  # beyond the learned positions, or too slow
             continue
         input_ids = torch.randint(model.config.vocab_size, (args.batch_size, length), generator=generator).to(device)
 
@@ -109,8 +119,13 @@ def time_lengths(model, lengths: list[int], args, device: torch.device, desc: st
             "train_step_ms": 1000 * train_seconds,
             "train_tokens_per_s": args.batch_size * length / train_seconds,
         }
+        if train_seconds > args.max_step_seconds:
+            skipped = (
+                f"lengths over {length} skipped: a training step at {length} tokens took {train_seconds:.0f} s, "
+                f"over --max-step-seconds {args.max_step_seconds:g}"
+            )
     model.eval()
-    return timings
+    return timings, skipped
 
 
 @torch.no_grad()
@@ -158,7 +173,8 @@ def run(args) -> int:
         "train_tokens_per_s": "tokens per second in training",
         "ms_per_token": "milliseconds per generated token (greedy, batch 1, with the cache), after the prompt",
         "cache_bytes": "bytes of the tensors in the cache after a prompt of `context` tokens",
-        "times": "fastest of `repeats` runs after a warm-up; null: longer than the model's learned positions",
+        "times": "fastest of `repeats` runs after a warm-up; null: longer than the model's learned positions, or "
+        "skipped as `lengths_skipped` says",
     }
     lengths, contexts = split_ints(args.lengths, "--lengths"), split_ints(args.contexts, "--contexts")
     folder, results = start_run(args, "speed", units, PLOTS)
@@ -167,7 +183,10 @@ def run(args) -> int:
             model = speed_model(spec, args, max(lengths[-1], contexts[-1] + args.new_tokens)).to(device)
             entry = describe(spec, model)
             entry["load_average_before"] = os.getloadavg()
-            entry["lengths"] = time_lengths(model, lengths, args, device, f"{spec.name} lengths")
+            entry["lengths"], skipped = time_lengths(model, lengths, args, device, f"{spec.name} lengths")
+            if skipped:
+                entry["lengths_skipped"] = skipped
+                print(f"{spec.name}: {skipped}", file=sys.stderr)
             problem = causal_lm_problem(model.config)
             if problem is None:
                 entry["generation"] = time_generation(model, contexts, args, device, f"{spec.name} generation")
@@ -249,5 +268,12 @@ def add_parser(subcommands) -> None:
     budget.add_argument("--repeats", type=int, help=preset_help(PRESETS, "repeats", "timed runs, the fastest kept"))
     budget.add_argument(
         "--vocab-size", type=int, help=preset_help(PRESETS, "vocab_size", "vocabulary of the fresh models")
+    )
+    budget.add_argument(
+        "--max-step-seconds",
+        type=float,
+        help=preset_help(
+            PRESETS, "max_step_seconds", "skip a model's longer lengths once a training step takes longer"
+        ),
     )
     speed.set_defaults(run=run)
