@@ -122,7 +122,7 @@ def time_lengths(model, lengths: list[int], args, device: torch.device, desc: st
             "train_step_ms": 1000 * train_seconds,
             "train_tokens_per_s": args.batch_size * length / train_seconds,
         }
-        if train_seconds > args.max_step_seconds:
+        if train_seconds > args.max_step_seconds and length != lengths[-1]:
             skipped = (
                 f"lengths over {length} skipped: a training step at {length} tokens took {train_seconds:.0f} s, "
                 f"over --max-step-seconds {args.max_step_seconds:g}"
