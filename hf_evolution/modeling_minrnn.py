@@ -57,13 +57,14 @@ def log_space_scan(
         log_a = log_a.masked_fill(padding, 0.0)
         log_b = log_b.masked_fill(padding, LOG_ZERO)
     batch_size, length, hidden_size = log_a.shape
-    chunks = -(-length // SCAN_CHUNK)
-    if chunks * SCAN_CHUNK != length:  # pad the end with steps that keep the state
-        extra = chunks * SCAN_CHUNK - length
+    chunk_size = min(SCAN_CHUNK, length)
+    chunks = -(-length // chunk_size)
+    if chunks * chunk_size != length:  # pad the end with steps that keep the state
+        extra = chunks * chunk_size - length
         log_a = F.pad(log_a, (0, 0, 0, extra), value=0.0)
         log_b = F.pad(log_b, (0, 0, 0, extra), value=LOG_ZERO)
-    log_a = log_a.view(batch_size, chunks, SCAN_CHUNK, hidden_size)
-    log_b = log_b.view(batch_size, chunks, SCAN_CHUNK, hidden_size)
+    log_a = log_a.view(batch_size, chunks, chunk_size, hidden_size)
+    log_b = log_b.view(batch_size, chunks, chunk_size, hidden_size)
     a_star = log_a.cumsum(dim=2)
     states = (a_star + (log_b - a_star).logcumsumexp(dim=2)).exp()
     if chunks > 1 or initial_state is not None:
@@ -74,7 +75,7 @@ def log_space_scan(
             entering.append(state)
             state = states[:, chunk, -1] + decay[:, chunk, -1] * state
         states = states + decay * torch.stack(entering, dim=1).unsqueeze(2)
-    return states.view(batch_size, chunks * SCAN_CHUNK, hidden_size)[:, :length]
+    return states.view(batch_size, chunks * chunk_size, hidden_size)[:, :length]
 
 
 class MinRNNCell(nn.Module):

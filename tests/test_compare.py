@@ -66,14 +66,16 @@ def smoke_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def revival_run(tmp_path_factory):
     output = tmp_path_factory.mktemp("compare") / "revival"
-    assert main(["compare", "--preset", "smoke", "--models", "revival,gru", "--output", str(output)]) == 0
+    # Short blocks and budget: transformers' Mamba trains at a cost that grows with the square of the length on CPU.
+    command = ["compare", "--preset", "smoke", "--models", "revival", "--budget-tokens", "4096", "--block-size", "32"]
+    assert main([*command, "--output", str(output)]) == 0
     return output
 
 
-def test_the_revival_runs_after_the_classic_line_and_mamba_says_why_it_does_not_classify(revival_run):
+def test_the_revival_runs_in_the_order_of_the_line_and_mamba_says_why_it_does_not_classify(revival_run):
     results = json.loads((revival_run / "results.json").read_text())
     models = {task: [row["model"] for row in results["runs"] if row["task"] == task] for task in ("lm", "classify")}
-    assert models == {"lm": ["gru", "mingru", "minlstm", "mamba"], "classify": ["gru", "mingru", "minlstm"]}
+    assert models == {"lm": ["mingru", "minlstm", "mamba"], "classify": ["mingru", "minlstm"]}
     rows = {row["model"]: row for row in results["runs"] if row["task"] == "lm"}
     gpt2_count = count_for_config(matched_config("gpt2", "tiny", 320), "lm")
     for family, row in rows.items():
