@@ -4,10 +4,11 @@ Both recurrences have the form `h_t = a_t * h_{t-1} + b_t` with `a_t` and `b_t` 
 whole sequence runs as one parallel scan: `log h_t = a*_t + logcumsumexp(log b_t - a*_t)` with `a*_t = cumsum(log a)`,
 in float32, the candidate state kept positive by `g` so that its log exists (the paper's log-space form). The scan runs
 in chunks of `SCAN_CHUNK` steps, all at once, so that the cumulative sums stay small enough for float32 at any length;
-the state is carried between chunks in linear space. Padding gets `a = 1, b = 0`: it never changes the state, wherever it sits, without packing.
+the state is carried between chunks in linear space. Padding gets `a = 1, b = 0`: it never changes the state, wherever
+it sits, without packing.
 
 Everything around the recurrence (embeddings, cache, generation, padding checks, heads) is the one implementation of
-`modeling_recurrent.py`; this file only adds the residual blocks. It imports only torch, transformers and its
+`modeling_recurrent.py`; this file adds the scan, the two cells and the residual blocks. It imports only torch, transformers and its
 sibling files, so `save_pretrained` ships it as remote code.
 """
 
