@@ -15,9 +15,11 @@ size (or any config field given explicitly, which wins over the matched size) + 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 from transformers import (
+    AutoConfig,
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
@@ -112,6 +114,28 @@ def check_family(family: str, task: str = "base") -> None:
         raise ValueError(f"{MISSING_HEADS[task][family]}; for --task {task} choose one of {', '.join(allowed)}.")
     if family not in allowed:
         raise ValueError(f"Unknown model family {family!r}; choose one of {', '.join(allowed)}.")
+
+
+def folder_config(path: Path) -> PreTrainedConfig:
+    """The config of a saved model folder, or a one-line error saying the folder is not one."""
+    if not (Path(path) / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{path} is not a model folder: it has no config.json (write one with model.save_pretrained(folder))."
+        )
+    return AutoConfig.from_pretrained(path)
+
+
+def check_recurrent_lm_folder(path: Path, action: str) -> PreTrainedConfig:
+    """The config of a folder holding one of our recurrent causal LMs; anything else is refused before any work."""
+    config = folder_config(path)
+    architectures = config.architectures or []
+    if config.model_type not in RECURRENT_FAMILIES or not any(name.endswith("ForCausalLM") for name in architectures):
+        held = f"{config.model_type} {'/'.join(architectures) or 'model'}"
+        raise ValueError(
+            f"{action} takes a recurrent causal LM of hf_evolution ({', '.join(RECURRENT_FAMILIES)}); {path} holds a "
+            f"{held}."
+        )
+    return config
 
 
 def check_size(size: ModelSize | str) -> ModelSize:

@@ -79,6 +79,16 @@ def log_space_scan(
     return states.view(batch_size, chunks * chunk_size, hidden_size)[:, :length]
 
 
+def sequential_scan(a: torch.Tensor, b: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+    """Every `h_t = a_t * h_{t-1} + b_t`, one step after the other: what an ONNX graph runs (scripted into a loop
+    over time by `torch.onnx.export`, whose tracer would fix the chunk count of `log_space_scan` to one length)."""
+    states = []
+    for step in range(a.size(1)):
+        state = a[:, step] * state + b[:, step]
+        states.append(state)
+    return torch.stack(states, dim=1)
+
+
 class MinRNNCell(nn.Module):
     """A minimal recurrence over a whole sequence: its gates map the input to `log a_t` and `log b_t`
     (`log_coefficients`, per cell) and the scan does the rest. A decoding step (one token, a carried state, no padding)
@@ -95,6 +105,11 @@ class MinRNNCell(nn.Module):
             state = self.step(inputs[:, 0], initial_state.float())
             return state.unsqueeze(1).to(inputs.dtype), state
         log_a, log_b = self.log_coefficients(inputs)
+        if torch.onnx.is_in_onnx_export() and attention_mask is None:
+            if initial_state is None:
+                initial_state = log_a.new_zeros(log_a.shape[0], log_a.shape[2])
+            states = torch.jit.script(sequential_scan)(log_a.exp(), log_b.exp(), initial_state.float())
+            return states.to(inputs.dtype), states[:, -1]
         states = log_space_scan(log_a, log_b, initial_state, attention_mask)
         return states.to(inputs.dtype), states[:, -1]
 

@@ -26,8 +26,9 @@ MANIFEST = ".hf-evolution-run.json"
 # Folders that Trainer names itself; a kill can leave a new one before the manifest lists it.
 TRAINER_PATTERNS = ("checkpoint-*", "tmp-checkpoint-*")
 # What a user can get wrong: bad values, missing or foreign files and folders, Hub ids that do not resolve (datasets'
-# and huggingface_hub's errors are OSErrors). The command line prints these as one line and exits with 2.
-USER_ERRORS = (ValueError, OSError)
+# and huggingface_hub's errors are OSErrors), an optional dependency not installed. The command line prints these as
+# one line and exits with 2.
+USER_ERRORS = (ValueError, OSError, ModuleNotFoundError)
 ATOMIC_TEMPORARIES = ".*.tmp-*"  # what a kill in the middle of `write_text` leaves
 
 

@@ -19,6 +19,7 @@ from ..families import (
     CAUSAL_FAMILIES,
     RECURRENT_FAMILIES,
     build_model,
+    folder_config,
     parameter_counts,
     prepare_model,
     requested_models,
@@ -60,14 +61,6 @@ def split_ints(text: str, option: str) -> list[int]:
     if not values or min(values) < 1:
         raise ValueError(f"{option} takes positive whole numbers, got {text!r}.")
     return sorted(set(values))
-
-
-def folder_config(path: Path) -> PreTrainedConfig:
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"{path} is not a model folder: it has no config.json (write one with model.save_pretrained(folder))."
-        )
-    return AutoConfig.from_pretrained(path)
 
 
 def model_specs(args, default_families: tuple[str, ...] = DEFAULT_FAMILIES) -> list[ModelSpec]:

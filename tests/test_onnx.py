@@ -1,0 +1,95 @@
+"""ONNX export with the recurrent state as an explicit input and output, run with ONNX Runtime."""
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+from conftest import make_model
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from hf_evolution.cli import main
+from hf_evolution.deploy.onnx_export import check_onnx_against_pytorch, export_onnx, run_onnx, zero_states
+from hf_evolution.families import RECURRENT_FAMILIES
+
+
+def pytorch_states(cache, num_layers):
+    """The cache's states as the graph lays them out: one (layers, batch, hidden) tensor per kind of state."""
+    kinds = len(cache.layer_state(0))
+    return [torch.stack([cache.layer_state(layer)[kind] for layer in range(num_layers)]) for kind in range(kinds)]
+
+
+@pytest.mark.parametrize("family", RECURRENT_FAMILIES)
+def test_onnx_graph_matches_pytorch_for_prompt_and_steps_and_greedy_decodes_like_generate(family, tmp_path):
+    model = make_model(family)
+    path = export_onnx(model, tmp_path / "model.onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [item.name for item in session.get_inputs()][:2] == ["input_ids", "state_h"]
+    layers = model.config.num_hidden_layers
+
+    # A prompt of a length and batch the export never saw, then two single steps, each from the returned state.
+    prompt = torch.randint(5, 320, (4, 70), generator=torch.Generator().manual_seed(1))
+    states = [state.numpy() for state in zero_states(model, 4)]
+    cache = None
+    for input_ids in (prompt, prompt[:, :1], prompt[:, 1:2]):
+        logits, states = run_onnx(session, input_ids.numpy(), states)
+        with torch.no_grad():
+            output = model(input_ids, cache=cache, use_cache=True)
+        cache = output.cache
+        np.testing.assert_allclose(logits, output.logits.numpy(), atol=1e-4, rtol=0)
+        for ours, expected in zip(states, pytorch_states(cache, layers), strict=True):
+            np.testing.assert_allclose(ours, expected.numpy(), atol=1e-4, rtol=0)
+
+    # Greedy decoding over the graph alone gives generate()'s tokens.
+    prompt = prompt[:2, :6]
+    expected = model.generate(prompt, max_new_tokens=8, do_sample=False, pad_token_id=0)
+    tokens = prompt.numpy()
+    logits, states = run_onnx(session, tokens, [state.numpy() for state in zero_states(model, 2)])
+    for _ in range(8):
+        next_token = logits[:, -1].argmax(-1)[:, None]
+        tokens = np.concatenate([tokens, next_token], axis=1)
+        logits, states = run_onnx(session, next_token, states)
+    np.testing.assert_array_equal(tokens, expected.numpy())
+
+
+def test_export_is_refused_when_onnx_runtime_disagrees_with_pytorch(tmp_path):
+    path = export_onnx(make_model("gru", seed=0), tmp_path / "model.onnx")
+    with pytest.raises(RuntimeError, match="differ from PyTorch's"):
+        check_onnx_against_pytorch(path, make_model("gru", seed=1))
+
+
+def test_export_leaves_the_model_as_it_was(tmp_path):
+    model = make_model("lstm").train()
+    export_onnx(model, tmp_path / "model.onnx")
+    assert model.training and all(module.training for module in model.modules())
+    assert [path.name for path in tmp_path.iterdir()] == ["model.onnx"], "no temporary file is left"
+
+
+def test_export_onnx_command_writes_a_folder_a_runtime_needs(tmp_path, tiny_tokenizer, capsys):
+    source = tmp_path / "lstm"
+    make_model("minlstm").save_pretrained(source)
+    tiny_tokenizer.save_pretrained(source)
+    out = tmp_path / "onnx"
+    assert main(["export", "onnx", str(source), str(out)]) == 0
+    assert "checked against PyTorch" in capsys.readouterr().out
+    assert {"model.onnx", "config.json", "tokenizer.json"} <= {path.name for path in out.iterdir()}
+
+    assert main(["export", "onnx", str(source), str(out)]) == 2  # an earlier export is kept unless --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["export", "onnx", str(source), str(out), "--overwrite"]) == 0
+
+
+def test_export_onnx_command_refuses_what_it_cannot_export_in_one_line(tmp_path, capsys):
+    gpt2 = tmp_path / "gpt2"
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)).save_pretrained(gpt2)
+    classifier = tmp_path / "classifier"
+    make_model("gru", head="sequence").save_pretrained(classifier)
+    capsys.readouterr()
+    for source, message in (
+        (gpt2, "takes a recurrent causal LM of hf_evolution"),
+        (classifier, "GRUForSequenceClassification"),
+        (tmp_path / "missing", "no config.json"),
+    ):
+        assert main(["export", "onnx", str(source), str(tmp_path / "out")]) == 2
+        error = capsys.readouterr().err
+        assert message in error and error.count("\n") == 1, error
+    assert not (tmp_path / "out").exists()
