@@ -10,14 +10,18 @@ from .runs import USER_ERRORS, one_line
 
 def build_parser() -> argparse.ArgumentParser:
     from . import compare, probes
+    from .deploy import conversion, onnx_export, quantization
 
     parser = argparse.ArgumentParser(
         prog="hf-evolution",
-        description="Train and measure RNN, LSTM, GRU, GPT-2 and BERT side by side.",
+        description="Train, measure and deploy RNN, LSTM, GRU and their successors side by side.",
     )
     subcommands = parser.add_subparsers(dest="command", required=True)
     compare.add_parser(subcommands)
     probes.add_parser(subcommands)
+    onnx_export.add_parser(subcommands)
+    conversion.add_parser(subcommands)
+    quantization.add_parser(subcommands)
     return parser
 
 
