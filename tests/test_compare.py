@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from huggingface_hub import ModelCard
 
 from hf_evolution.cli import main
 from hf_evolution.compare.experiment import run_notes
@@ -121,6 +122,37 @@ def test_smoke_run_writes_every_file_with_finite_figures(smoke_run):
         checkpoint = smoke_run / row["checkpoint"]
         assert (checkpoint / "model.safetensors").exists() and "## Results" in (checkpoint / "README.md").read_text()
         assert not list(checkpoint.glob("checkpoint-*"))
+
+
+def test_every_saved_model_carries_its_measured_figures_as_model_index_metadata(smoke_run):
+    """The Hub reads `model-index` from the card: huggingface_hub's own parser must find every figure of the row."""
+    results = json.loads((smoke_run / "results.json").read_text())
+    for row in results["runs"]:
+        card = ModelCard.load(smoke_run / row["checkpoint"] / "README.md")
+        found = {
+            (result.dataset_split, result.metric_type, result.metric_config): result.metric_value
+            for result in card.data.eval_results
+        }
+        assert {result.task_type for result in card.data.eval_results} == {
+            "text-generation" if row["task"] == "lm" else "text-classification"
+        }
+        assert {result.dataset_name for result in card.data.eval_results} == {"bbc-news"}
+        expected = {"loss": (None, "loss")}
+        if row["task"] == "lm":
+            expected |= {
+                "perplexity": (None, "perplexity"),
+                "stream_perplexity": ("whole stream", "perplexity"),
+                "stream_bits_per_byte": ("whole stream", "bits_per_byte"),
+            }
+        else:
+            expected |= {"accuracy": (None, "accuracy"), "f1_macro": ("macro", "f1")}
+        for split, prefix in (("validation", "val"), ("test", "test")):
+            for figure, (config, metric) in expected.items():
+                assert found[(split, metric, config)] == pytest.approx(row[f"{prefix}_{figure}"], abs=1e-4), (
+                    row["model"],
+                    split,
+                    figure,
+                )
 
 
 def test_every_language_model_is_also_scored_over_whole_splits_its_own_way(smoke_run):

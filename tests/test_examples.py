@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import run_without_hf_evolution
-from huggingface_hub import HfApi, RepoUrl
+from huggingface_hub import HfApi, ModelCard, RepoUrl
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
@@ -95,6 +95,13 @@ def test_run_clm_trains_every_family(tmp_path, small_tokenizer, family):
     assert results["sample"]
     card = (out / "README.md").read_text()
     assert "library_name: transformers" in card and "perplexity" in card and "bits per byte" in card
+    index = {
+        (item.dataset_split, item.metric_type): item for item in ModelCard.load(out / "README.md").data.eval_results
+    }
+    for split, prefix in (("validation", "eval"), ("test", "test")):
+        for metric in ("loss", "perplexity", "bits_per_byte"):
+            assert index[(split, metric)].metric_value == pytest.approx(results[f"{prefix}_{metric}"], abs=1e-4)
+            assert index[(split, metric)].task_type == "text-generation"
     assert (out / "tokenizer.json").exists() and (out / "model.safetensors").exists()
     assert (out / "modeling_recurrent.py").exists() == (family not in ("gpt2", "mamba")), "ours carry their code"
 

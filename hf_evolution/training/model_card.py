@@ -21,10 +21,46 @@ METRIC_LABELS = {
     "loss": "loss (nats/token)",
     "perplexity": "perplexity",
     "bits_per_byte": "bits per byte",
+    "stream_perplexity": "perplexity, whole stream",
+    "stream_bits_per_byte": "bits per byte, whole stream",
     "accuracy": "accuracy",
     "f1_macro": "macro F1",
     "f1_micro": "micro F1",
 }
+# How each figure appears in `model-index`, the metadata the Hub shows beside the model: the metric's type and, where
+# one type is measured two ways, its config ("whole stream": read as one stream, with the state carried for
+# recurrent models and a sliding window for transformers, instead of in separate blocks).
+HUB_METRICS = {
+    "loss": ("loss", None),
+    "perplexity": ("perplexity", None),
+    "bits_per_byte": ("bits_per_byte", None),
+    "stream_perplexity": ("perplexity", "whole stream"),
+    "stream_bits_per_byte": ("bits_per_byte", "whole stream"),
+    "accuracy": ("accuracy", None),
+    "f1_macro": ("f1", "macro"),
+    "f1_micro": ("f1", "micro"),
+}
+TASK_NAMES = {"text-generation": "Language modelling", "text-classification": "Text classification"}
+
+
+def model_index_results(task: str, dataset: str, results: dict) -> list[EvalResult]:
+    """Every measured figure of `results` (`eval_*` for validation, `test_*` for test) as a model-index entry."""
+    return [
+        EvalResult(
+            task_type=task,
+            task_name=TASK_NAMES.get(task),
+            dataset_type=dataset,
+            dataset_name=dataset,
+            dataset_split=split,
+            metric_type=HUB_METRICS[metric][0],
+            metric_config=HUB_METRICS[metric][1],
+            metric_name=label,
+            metric_value=round(float(results[f"{prefix}_{metric}"]), 4),
+        )
+        for split, prefix in (("validation", "eval"), ("test", "test"))
+        for metric, label in METRIC_LABELS.items()
+        if results.get(f"{prefix}_{metric}") is not None
+    ]
 
 
 def write_model_card(folder, model, *, args, log_history, results: dict, info: dict) -> Path:
@@ -39,19 +75,7 @@ def write_model_card(folder, model, *, args, log_history, results: dict, info: d
     family = model.config.model_type
     counts = parameter_counts(model)
 
-    eval_results = [
-        EvalResult(
-            task_type=task,
-            dataset_type=dataset,
-            dataset_name=dataset,
-            dataset_split=split,
-            metric_type=metric,
-            metric_value=round(float(results[f"{prefix}_{metric}"]), 4),
-        )
-        for split, prefix in (("validation", "eval"), ("test", "test"))
-        for metric in METRIC_LABELS
-        if f"{prefix}_{metric}" in results
-    ]
+    eval_results = model_index_results(task, dataset, results)
     card_data = ModelCardData(
         library_name="transformers",
         license="apache-2.0",
