@@ -200,6 +200,9 @@ class MinRNNModel(RecurrentModel):
     def output_size(self) -> int:
         return self.config.embedding_size
 
+    def decode(self, input_ids, cache):
+        return self.norm(super().decode(input_ids, cache))
+
     @can_return_tuple
     def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, **kwargs):
         r"""Takes the arguments of [`RecurrentModel.forward`]."""

@@ -422,6 +422,19 @@ class RecurrentModel(RecurrentPreTrainedModel):
             last_hidden_state=hidden_states, cache=cache if use_cache else None, hidden_states=all_hidden_states
         )
 
+    def decode(self, input_ids: torch.LongTensor, cache: RecurrentCache) -> torch.Tensor:
+        """The last layer's output for one new token per row, continuing the state in `cache` (updated in place).
+
+        What a decoding step needs of `forward` and nothing more: no mask to align, no padding, no hidden states to
+        collect, no output object. The arithmetic is `forward`'s, so the tokens are the same (tested)."""
+        self.check_input_ids(input_ids)
+        check_cache(cache, input_ids.shape[0])
+        hidden_states = self.embeddings(input_ids)
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, cache=cache)
+        cache.seen_tokens += 1
+        return hidden_states
+
     @staticmethod
     def align_attention_mask(attention_mask, input_shape, cache):
         """The mask columns of the tokens in this call; `generate()` passes the mask of the whole sequence so far."""
@@ -577,6 +590,13 @@ class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
         logits_to_keep (`int` or `torch.Tensor`, *optional*):
             Compute logits for the last `logits_to_keep` positions only (0 keeps all), as `generate()` asks.
         """
+        if is_decoding_step(
+            self, input_ids, attention_mask, inputs_embeds, cache, labels, use_cache, output_hidden_states
+        ):
+            hidden_states = self.model.decode(input_ids, cache)
+            if self.output_projection is not None:
+                hidden_states = self.output_projection(hidden_states)
+            return CausalLMOutputWithPast(logits=self.lm_head(hidden_states), cache=cache)
         outputs = self.model(
             input_ids,
             attention_mask=attention_mask,
@@ -600,6 +620,24 @@ class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states
         )
+
+
+def is_decoding_step(
+    model, input_ids, attention_mask, inputs_embeds, cache, labels, use_cache, output_hidden_states
+) -> bool:
+    """One token per row, no padding, into a given cache, for inference and nothing else: what every step of
+    `generate()` after the prompt is (`prepare_inputs_for_generation` drops the mask of those steps)."""
+    return (
+        cache is not None
+        and input_ids is not None
+        and input_ids.shape[1] == 1
+        and attention_mask is None
+        and inputs_embeds is None
+        and labels is None
+        and use_cache is not False
+        and not model.training
+        and not (model.config.output_hidden_states if output_hidden_states is None else output_hidden_states)
+    )
 
 
 def unseen_length(length: int, attention_mask, seen: int) -> int:

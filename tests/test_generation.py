@@ -33,6 +33,34 @@ def test_chunked_forward_with_cache_equals_one_forward(model_type):
 
 
 @pytest.mark.parametrize("model_type", FAMILIES)
+def test_the_decoding_fast_path_gives_the_general_forwards_logits_and_states(model_type):
+    """A step of one token with no mask takes `decode`; an all-ones mask sends the same step through the general
+    forward (packing, output objects, hidden states): both must agree exactly, step after step."""
+    model = make_model(model_type)
+    ids = prompt(9, batch=3)
+    with torch.no_grad():
+        fast = model(ids[:, :4], use_cache=True).cache
+    general = fast.copy()
+    for position in range(4, 9):
+        token = ids[:, position : position + 1]
+        with torch.no_grad():
+            quick = model(token, cache=fast, use_cache=True)
+            full = model(
+                token,
+                cache=general,
+                use_cache=True,
+                attention_mask=torch.ones(3, position + 1),
+                output_hidden_states=True,
+            )
+        assert quick.hidden_states is None and full.hidden_states is not None, "each went its own way"
+        torch.testing.assert_close(quick.logits, full.logits, atol=0, rtol=0)
+        for layer in range(model.config.num_hidden_layers):
+            for ours, theirs in zip(fast.layer_state(layer), general.layer_state(layer), strict=True):
+                torch.testing.assert_close(ours, theirs, atol=0, rtol=0)
+    assert fast.seen_tokens == general.seen_tokens == 9
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
 @pytest.mark.parametrize(
     "kwargs",
     [
