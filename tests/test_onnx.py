@@ -1,5 +1,7 @@
 """ONNX export with the recurrent state as an explicit input and output, run with ONNX Runtime."""
 
+from pathlib import Path
+
 import numpy as np
 import onnxruntime
 import pytest
@@ -49,6 +51,22 @@ def test_onnx_graph_matches_pytorch_for_prompt_and_steps_and_greedy_decodes_like
         tokens = np.concatenate([tokens, next_token], axis=1)
         logits, states = run_onnx(session, next_token, states)
     np.testing.assert_array_equal(tokens, expected.numpy())
+
+
+def test_the_readme_decoding_loop_gives_the_tokens_of_generate(tmp_path, tiny_tokenizer, capsys, monkeypatch):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = next(part for part in readme.split("```python\n")[1:] if "onnxruntime.InferenceSession" in part)
+    code = block.split("```")[0]
+    model = make_model("lstm")
+    model.save_pretrained(tmp_path / "lstm")
+    tiny_tokenizer.save_pretrained(tmp_path / "lstm")
+    assert main(["export", "onnx", str(tmp_path / "lstm"), str(tmp_path / "onnx-lstm")]) == 0
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path)
+    exec(code, {})
+    prompt = tiny_tokenizer("The government said", return_tensors="pt")["input_ids"]
+    expected = model.generate(prompt, max_new_tokens=20, do_sample=False, pad_token_id=0, eos_token_id=None)
+    assert capsys.readouterr().out.strip() == tiny_tokenizer.decode(expected[0]).strip()
 
 
 def test_export_is_refused_when_onnx_runtime_disagrees_with_pytorch(tmp_path):
