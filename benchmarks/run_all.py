@@ -15,6 +15,7 @@ import classic_lm  # noqa: E402
 import data_pipeline  # noqa: E402
 import generation  # noqa: E402
 import gpu  # noqa: E402
+import quantization  # noqa: E402
 import revival  # noqa: E402
 import trainer_throughput  # noqa: E402
 import wrapper_overhead  # noqa: E402
@@ -28,6 +29,7 @@ BENCHMARKS = {
     "GPU path": gpu,
     "classic word LM": classic_lm,
     "recurrent revival": revival,
+    "dynamic int8 quantization": quantization,
 }
 
 

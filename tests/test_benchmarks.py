@@ -26,6 +26,7 @@ def test_run_all_smoke_reports_every_target_and_writes_its_results():
         "GPU path",
         "classic word LM",
         "recurrent revival",
+        "dynamic int8 quantization",
     }
     names = [item["name"] for items in checks.values() for item in items]
     for family in ("lstm", "gru", "rnn", "mingru", "minlstm"):
@@ -42,6 +43,9 @@ def test_run_all_smoke_reports_every_target_and_writes_its_results():
         assert f"{status}  {item['name']}" in result.stdout, "each target is printed with PASS/FAIL"
     assert "test perplexity, ours / classic (same recipe)" in names
     assert any(name.startswith("test perplexity, ours with the AWD options / classic") for name in names)
+    assert "validation perplexity, int8 / float" in names
+    assert "per-token decoding time at batch 1, int8 / float, 1 thread" in names
+    assert any(name.startswith("saved weights, int8 / float") for name in names)
     for name in (
         "wrapper_overhead",
         "generation",
@@ -50,6 +54,7 @@ def test_run_all_smoke_reports_every_target_and_writes_its_results():
         "gpu",
         "classic_lm",
         "revival",
+        "quantization",
     ):
         assert json.loads((BENCHMARKS / "results" / f"{name}_smoke.json").read_text())["machine"]["versions"]["torch"]
     # The one invariant that is not a speed: the recurrent state does not grow with the context.
