@@ -167,7 +167,8 @@ def saved_and_scored(model, weights: Path, validation, block: int) -> dict:
 def per_token_times(models: dict, prompt, new_tokens: int, repeats: int, threads: int) -> dict[str, float]:
     """Per-token decoding seconds of each model: (time for `new_tokens` - time for 1) / (`new_tokens` - 1), each time
     the best of `ROUNDS` rounds taken in turn, every round the best of `repeats` calls, so that a busy spell of the
-    shared machine hits every model alike (as generation.per_token_seconds, which takes one round)."""
+    shared machine hits every model alike. The prompt is 16 tokens, so the 1-token run's prefill is a small part of
+    either time (generation.py times from a cache instead, for prompts of thousands of tokens)."""
     default_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     best = {(name, count): math.inf for name in models for count in (new_tokens, 1)}
