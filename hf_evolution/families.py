@@ -118,6 +118,8 @@ def check_family(family: str, task: str = "base") -> None:
 
 def folder_config(path: Path) -> PreTrainedConfig:
     """The config of a saved model folder, or a one-line error saying the folder is not one."""
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"{path} is not a folder; give the folder a model was saved to (save_pretrained).")
     if not (Path(path) / "config.json").is_file():
         raise FileNotFoundError(
             f"{path} is not a model folder: it has no config.json (write one with model.save_pretrained(folder))."

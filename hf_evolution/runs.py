@@ -321,33 +321,10 @@ def open_run_folder(
         folder = RunFolder(path, created=False, patterns=patterns)
         folder.progress = True  # a resumed run never discards what the earlier part wrote
         return folder
-    entries = [entry for entry in path.iterdir() if entry.name != MANIFEST] if path.is_dir() else []
-    if entries:
-        owned = owned_entries(path, manifest) if manifest is not None else []
-        foreign = sorted(entry.name for entry in entries if entry not in owned)
-        if foreign:
-            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-            raise FileExistsError(
-                f"{path} holds files that hf_evolution did not write ({shown}); it never deletes those. Choose a new "
-                "or empty output folder."
-            )
-        if not overwrite:
-            raise FileExistsError(
-                f"{path} already holds a run. Pass --overwrite to replace it, --resume to continue it, or choose "
-                "another output folder."
-            )
-        here = Path.cwd().resolve()
-        guarded = [here, *(Path(item).expanduser().resolve() for item in protected if item)]
+    owned = check_output_folder(path, overwrite=overwrite, protected=protected, resumable=True)
+    if not dry_run:
         for entry in owned:
-            for kept in guarded:
-                if is_within(kept, entry.resolve()):
-                    raise ValueError(
-                        f"--overwrite would delete {entry}, which holds {kept} (the working directory or an input "
-                        "of this run); choose another output folder."
-                    )
-        if not dry_run:
-            for entry in owned:
-                remove(entry)
+            remove(entry)
     created = not path.exists()
     if dry_run:
         return RunFolder(path, created=created, patterns=patterns)
@@ -355,6 +332,72 @@ def open_run_folder(
     folder = RunFolder(path, created=created, patterns=patterns)
     folder.manifest_path.unlink(missing_ok=True)
     folder.claim()
+    return folder
+
+
+def check_output_folder(
+    path: Path, *, overwrite: bool, protected: Iterable[str | os.PathLike | None] = (), resumable: bool = False
+) -> list[Path]:
+    """Refuse a file, a folder holding anything hf_evolution did not write, an earlier output without `overwrite`,
+    and an overwrite that would delete the working directory or an input (`protected`); return what an overwrite
+    replaces. Every command checks its output folder so, before any work."""
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path} is a file, not a folder; choose another output folder.")
+    if not resumable:  # the whole folder is replaced: it may not hold an input
+        for item in (Path(item).expanduser() for item in protected if item):
+            if is_within(item.resolve(), path.resolve()):
+                raise ValueError(f"{path} is or holds the input {item}; choose another output folder.")
+    entries = [entry for entry in path.iterdir() if entry.name != MANIFEST] if path.is_dir() else []
+    if not entries:
+        return []
+    manifest = read_manifest(path)
+    owned = owned_entries(path, manifest) if manifest is not None else []
+    foreign = sorted(entry.name for entry in entries if entry not in owned)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise FileExistsError(
+            f"{path} holds files that hf_evolution did not write ({shown}); it never deletes those. Choose a new "
+            "or empty output folder."
+        )
+    if not overwrite:
+        raise FileExistsError(
+            f"{path} already holds {'a run' if resumable else 'an output of hf_evolution'}. Pass --overwrite to "
+            f"replace it{', --resume to continue it' if resumable else ''}, or choose another output folder."
+        )
+    guarded = [Path.cwd().resolve(), *(Path(item).expanduser().resolve() for item in protected if item)]
+    for entry in [path, *owned] if not resumable else owned:
+        for kept in guarded:
+            if is_within(kept, entry.resolve()):
+                raise ValueError(
+                    f"--overwrite would delete {entry}, which holds {kept} (the working directory or an input of "
+                    "this run); choose another output folder."
+                )
+    return owned
+
+
+def write_folder_atomically(folder: Path, write: Callable[[Path], None]) -> Path:
+    """`write(temporary)` fills a temporary sibling folder, which then takes the place of `folder` (checked with
+    `check_output_folder` first): a reader, or a kill, never leaves half an output. The manifest lists every entry, so
+    a later `--overwrite` knows them as ours; an earlier `folder` is moved aside and deleted once the new one is in."""
+    folder = Path(folder).expanduser()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    temporary = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    if temporary.exists():  # left by a killed run of a process with this id
+        shutil.rmtree(temporary)
+    temporary.mkdir()
+    try:
+        write(temporary)
+        RunFolder(temporary, created=True).claim_listing()
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    if folder.is_dir() and any(folder.iterdir()):
+        old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+        os.rename(folder, old)
+        os.rename(temporary, folder)
+        shutil.rmtree(old)
+    else:
+        os.replace(temporary, folder)  # a missing or empty folder is replaced in one step
     return folder
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import datasets
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -114,6 +115,14 @@ def train_tokenizer(
 def _text_batches(dataset: datasets.Dataset, text_column: str) -> Iterator[list[str]]:
     for batch in dataset.select_columns([text_column]).iter(batch_size=1000):
         yield batch[text_column]
+
+
+# The files a saved tokenizer leaves in a model folder, any one of which `AutoTokenizer` can load from.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+
+
+def has_tokenizer(folder: str | os.PathLike) -> bool:
+    return any((Path(folder) / name).is_file() for name in TOKENIZER_FILES)
 
 
 def load_tokenizer(name_or_path: str | os.PathLike, **kwargs) -> PreTrainedTokenizerBase:

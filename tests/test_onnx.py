@@ -105,7 +105,7 @@ def test_export_onnx_command_refuses_what_it_cannot_export_in_one_line(tmp_path,
     for source, message in (
         (gpt2, "takes a recurrent causal LM of hf_evolution"),
         (classifier, "GRUForSequenceClassification"),
-        (tmp_path / "missing", "no config.json"),
+        (tmp_path / "missing", "is not a folder"),
     ):
         assert main(["export", "onnx", str(source), str(tmp_path / "out")]) == 2
         error = capsys.readouterr().err

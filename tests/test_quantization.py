@@ -225,15 +225,12 @@ def test_the_command_refuses_with_one_line_before_any_work(float_folder, tmp_pat
         ([tmp_path / "missing", tmp_path / "out"], "is not a folder"),
         ([tmp_path / "a_file", tmp_path / "out"], "is not a folder"),
         ([tmp_path / "foreign", tmp_path / "out"], "no config.json"),
-        (
-            [gpt2, tmp_path / "out"],
-            "holds a gpt2 model; quantize supports causal language models of hf_evolution (rnn",
-        ),
-        ([classifier, tmp_path / "out"], "holds a GRUForSequenceClassification, not a causal LM"),
+        ([gpt2, tmp_path / "out"], "quantize takes a recurrent causal LM of hf_evolution (rnn"),
+        ([classifier, tmp_path / "out"], "holds a gru GRUForSequenceClassification"),
         ([quantized, tmp_path / "out"], "holds a quantized model already"),
         ([float_folder, foreign], "holds files that hf_evolution did not write (notes.txt)"),
         ([float_folder, tmp_path / "a_file"], "is a file, not a folder"),
-        ([float_folder, float_folder], "is or holds the input folder"),
+        ([float_folder, float_folder], "is or holds the input"),
     ]
     for arguments, message in cases:
         assert main(["quantize", *map(str, arguments)]) == 2, message

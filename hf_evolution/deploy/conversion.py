@@ -23,7 +23,6 @@ import contextlib
 import os
 import pickle
 import re
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..runs import MANIFEST, RunFolder, is_within, owned_entries, read_manifest
+from ..runs import check_output_folder, write_folder_atomically
 
 RNN_TYPES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
 FAMILY_OF = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn", "RNN_RELU": "rnn"}
@@ -94,7 +93,7 @@ def convert_word_language_model(
         raise FileNotFoundError(f"No checkpoint file {checkpoint}.")
     if not vocabulary.exists():
         raise FileNotFoundError(f"No vocabulary {vocabulary}: give a file with one word per line, or the data folder.")
-    check_output_folder(output_dir, overwrite)
+    check_output_folder(output_dir, overwrite=overwrite, protected=[checkpoint, vocabulary])
 
     source = load_checkpoint(checkpoint, trust_pickle=trust_pickle, rnn_type=rnn_type, code_dir=code_dir)
     words = read_vocabulary(vocabulary)
@@ -108,60 +107,12 @@ def convert_word_language_model(
     model = build_model(source, words)
     tokenizer = build_tokenizer(words)
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    temporary = output_dir.with_name(f".{output_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(temporary, ignore_errors=True)  # left by a killed conversion that had this process id
-    try:
+    def write(temporary: Path) -> None:
         model.save_pretrained(temporary)
         tokenizer.save_pretrained(temporary)
         (temporary / "README.md").write_text(model_card(model, source, checkpoint, vocabulary, output_dir.name))
-        RunFolder(temporary, created=True).claim_listing()  # so a later --overwrite knows these files are ours
-        replace_folder(temporary, output_dir)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
-    return output_dir
 
-
-# --- the output folder ----------------------------------------------------------------------------------------------
-
-
-def check_output_folder(path: Path, overwrite: bool) -> None:
-    """Refuse, before any work, a file, a folder holding files hf_evolution did not write, and one holding an earlier
-    output without `overwrite` (the policy of `runs.open_run_folder`, for a folder replaced as a whole)."""
-    if path.exists() and not path.is_dir():
-        raise FileExistsError(f"{path} is a file, not a folder; choose another output folder.")
-    entries = [entry for entry in path.iterdir() if entry.name != MANIFEST] if path.is_dir() else []
-    if not entries:
-        return
-    manifest = read_manifest(path)
-    owned = owned_entries(path, manifest) if manifest is not None else []
-    foreign = sorted(entry.name for entry in entries if entry not in owned)
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise FileExistsError(
-            f"{path} holds files that hf_evolution did not write ({shown}); it never deletes those. Choose a new or "
-            "empty output folder."
-        )
-    if not overwrite:
-        raise FileExistsError(f"{path} already holds an output of hf_evolution; pass --overwrite to replace it.")
-    if is_within(Path.cwd().resolve(), path.resolve()):
-        raise ValueError(f"--overwrite would replace {path}, which holds the working directory; run from elsewhere.")
-
-
-def replace_folder(new: Path, target: Path) -> None:
-    """Rename `new` to `target`; an existing `target` (empty, or checked to be ours) is moved aside first and then
-    deleted, so that `target` always holds either the old folder or the whole new one."""
-    if not target.exists():
-        os.rename(new, target)
-        return
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    os.rename(target, old)
-    try:
-        os.rename(new, target)
-    except OSError:
-        os.rename(old, target)
-        raise
-    shutil.rmtree(old)
+    return write_folder_atomically(output_dir, write)
 
 
 # --- the checkpoint -------------------------------------------------------------------------------------------------

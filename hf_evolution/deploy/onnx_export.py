@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
 from ..families import check_recurrent_lm_folder
 from ..modeling_recurrent import RecurrentCache, RecurrentForCausalLM
-from ..runs import open_run_folder
+from ..runs import check_output_folder, write_folder_atomically
 
 ONNX_FILE = "model.onnx"
 STATE_NAMES = ("h", "c")
@@ -165,27 +165,22 @@ def check_onnx_against_pytorch(path: Path, model: RecurrentForCausalLM, toleranc
 
 def export_folder(model_dir: str | os.PathLike, output_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Export a saved model folder: `model.onnx` beside the model's config and tokenizer, so that the output folder is
-    all a runtime needs (the config gives the sizes, the tokenizer the ids)."""
-    model_dir = Path(model_dir)
+    all a runtime needs (the config gives the sizes, the tokenizer the ids). Returns the path of the graph."""
+    model_dir, output_dir = Path(model_dir).expanduser(), Path(output_dir).expanduser()
     check_recurrent_lm_folder(model_dir, "ONNX export")
-    folder = open_run_folder(output_dir, overwrite=overwrite, protected=[model_dir])
-    with folder.discarded_on_failure():
-        model = AutoModelForCausalLM.from_pretrained(model_dir)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir) if has_tokenizer(model_dir) else None
-        folder.claim(ONNX_FILE, "config.json", *TOKENIZER_FILES)
-        export_onnx(model, folder.path / ONNX_FILE)
-        model.config.save_pretrained(folder.path)
+    check_output_folder(output_dir, overwrite=overwrite, protected=[model_dir])
+    from ..tokenization import has_tokenizer, load_tokenizer  # datasets loads slowly: not at every command's start
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    tokenizer = load_tokenizer(model_dir) if has_tokenizer(model_dir) else None
+
+    def write(temporary: Path) -> None:
+        export_onnx(model, temporary / ONNX_FILE)
+        model.config.save_pretrained(temporary)
         if tokenizer is not None:
-            folder.claim(*tokenizer.save_pretrained(folder.path))
-        folder.mark_progress()
-    return folder.path / ONNX_FILE
+            tokenizer.save_pretrained(temporary)
 
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-
-
-def has_tokenizer(folder: Path) -> bool:
-    return any((folder / name).is_file() for name in TOKENIZER_FILES)
+    return write_folder_atomically(output_dir, write) / ONNX_FILE
 
 
 def add_parser(subcommands) -> None:

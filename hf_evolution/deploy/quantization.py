@@ -42,7 +42,6 @@ import contextlib
 import copy
 import json
 import os
-import shutil
 import warnings
 from pathlib import Path
 
@@ -51,15 +50,14 @@ import torch.ao.nn.quantized.dynamic as nnqd
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
-from ..families import RECURRENT_FAMILIES, describe_model
+from ..families import RECURRENT_FAMILIES, check_recurrent_lm_folder, describe_model
 from ..modeling_recurrent import RecurrentForCausalLM, RecurrentPreTrainedModel
-from ..runs import MANIFEST, owned_entries, read_manifest, write_json
+from ..runs import check_output_folder, write_folder_atomically, write_json
 
 WEIGHTS_NAME = "quantized_model.pt"
 QUANTIZATION_NAME = "quantization.json"
 FORMAT = "hf_evolution dynamic int8"
 FLOAT_WEIGHT_FILES = ("model.safetensors", "model-*.safetensors", "pytorch_model*.bin")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 QUANTIZED_TYPES = (nn.Linear, nn.LSTM, nn.GRU)
 DYNAMIC_RNNS = (nnqd.LSTM, nnqd.GRU)
 # Why a module with weights stays float32.
@@ -167,7 +165,7 @@ def save_quantized(model: RecurrentForCausalLM, tokenizer, folder: str | os.Path
     into a temporary sibling folder that is renamed into place. A folder holding files hf_evolution did not write is
     refused; one holding an earlier output is replaced only with `overwrite`. Returns the folder."""
     folder = Path(folder).expanduser()
-    check_output_folder(folder, overwrite)
+    check_output_folder(folder, overwrite=overwrite)
     if not isinstance(model, RecurrentForCausalLM) or not is_quantized(model):
         raise ValueError("save_quantized takes a causal LM of hf_evolution quantized by quantize_dynamic_int8.")
     summary = quantization_summary(model)
@@ -227,53 +225,6 @@ def load_quantized(folder: str | os.PathLike) -> RecurrentForCausalLM:
     return model.eval()
 
 
-# --- the output folder ----------------------------------------------------------------------------------------------
-
-
-def check_output_folder(folder: Path, overwrite: bool) -> None:
-    """Refuse a file, a folder holding what hf_evolution did not write, or an earlier output without `overwrite`."""
-    if folder.exists() and not folder.is_dir():
-        raise FileExistsError(f"{folder} is a file, not a folder; choose another output folder.")
-    entries = [entry for entry in folder.iterdir() if entry.name != MANIFEST] if folder.is_dir() else []
-    if not entries:
-        return
-    manifest = read_manifest(folder)
-    owned = owned_entries(folder, manifest) if manifest is not None else []
-    foreign = sorted(entry.name for entry in entries if entry not in owned)
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise FileExistsError(
-            f"{folder} holds files that hf_evolution did not write ({shown}); it never deletes those. Choose a new or "
-            "empty output folder."
-        )
-    if not overwrite:
-        raise FileExistsError(f"{folder} already holds an output. Pass --overwrite to replace it, or choose another.")
-
-
-def write_folder_atomically(folder: Path, write) -> None:
-    """`write(temporary)` fills a temporary sibling folder, which then takes the place of `folder`: a reader never
-    sees half a model. An earlier `folder` is moved aside first and deleted once the new one is in place."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    temporary = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    if temporary.exists():
-        shutil.rmtree(temporary)
-    temporary.mkdir()
-    try:
-        write(temporary)
-        names = sorted(entry.name for entry in temporary.iterdir())
-        write_json(temporary / MANIFEST, {"tool": "hf_evolution", "entries": names, "patterns": []})
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    if folder.is_dir() and any(folder.iterdir()):
-        old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-        os.rename(folder, old)
-        os.rename(temporary, folder)
-        shutil.rmtree(old)
-    else:
-        os.replace(temporary, folder)  # a missing or empty folder is replaced in one step
-
-
 # --- hf-evolution quantize ------------------------------------------------------------------------------------------
 
 
@@ -283,24 +234,9 @@ def float_weight_files(folder: Path) -> list[Path]:
 
 def check_model_folder(folder: Path) -> None:
     """Refuse, before loading anything, what is not a saved causal LM of hf_evolution with its float weights."""
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is not a folder; give the folder a model was saved to (save_pretrained).")
     if (folder / QUANTIZATION_NAME).is_file():
         raise ValueError(f"{folder} holds a quantized model already; quantize the float model's folder.")
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(
-            f"{folder} is not a model folder: it has no config.json (write one with save_pretrained)."
-        )
-    config = json.loads((folder / "config.json").read_text())
-    model_type, architectures = config.get("model_type"), config.get("architectures") or []
-    supported = f"causal language models of hf_evolution ({', '.join(RECURRENT_FAMILIES)})"
-    if model_type not in RECURRENT_FAMILIES:
-        raise ValueError(
-            f"{folder} holds a {model_type or 'model without model_type'} model; quantize supports {supported}."
-        )
-    if config.get("bidirectional") or (architectures and not any(a.endswith("ForCausalLM") for a in architectures)):
-        shown = architectures[0] if architectures else "bidirectional model"
-        raise ValueError(f"{folder} holds a {shown}, not a causal LM; quantize supports {supported}.")
+    check_recurrent_lm_folder(folder, "quantize")
     if not float_weight_files(folder):
         raise FileNotFoundError(f"{folder} has no weights ({', '.join(FLOAT_WEIGHT_FILES)}).")
 
@@ -321,14 +257,12 @@ def grouped(modules: dict[str, str]) -> str:
 def run(args) -> int:
     source, output = Path(args.model_dir).expanduser(), Path(args.out_dir).expanduser()
     check_model_folder(source)
-    if output.resolve() == source.resolve() or source.resolve().is_relative_to(output.resolve()):
-        raise ValueError(f"{output} is or holds the input folder {source}; choose another output folder.")
-    check_output_folder(output, args.overwrite)
+    check_output_folder(output, overwrite=args.overwrite, protected=[source])
 
-    from ..tokenization import load_tokenizer
+    from ..tokenization import has_tokenizer, load_tokenizer
 
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
-    tokenizer = load_tokenizer(source) if any((source / name).exists() for name in TOKENIZER_FILES) else None
+    tokenizer = load_tokenizer(source) if has_tokenizer(source) else None
     quantized = quantize_dynamic_int8(model, include_head=not args.keep_float_head)
     save_quantized(quantized, tokenizer, output, overwrite=args.overwrite)
 

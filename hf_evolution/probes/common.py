@@ -28,7 +28,6 @@ from ..reporting import FAMILY_COLORS
 from ..runs import RunFolder, default_run_dir, environment, open_run_folder, write_json
 
 DEFAULT_FAMILIES = CAUSAL_FAMILIES  # the line, from the RNN to Mamba
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 
 
 @dataclass
@@ -127,8 +126,10 @@ def require_causal_lms(specs: list[ModelSpec], probe: str, weights: bool) -> Non
 
 def require_tokenizers(specs: list[ModelSpec]) -> None:
     """Refuse, before any work, a folder without the tokenizer that the probe needs to turn text into its tokens."""
+    from ..tokenization import has_tokenizer
+
     for spec in specs:
-        if spec.path is not None and not any((spec.path / name).exists() for name in TOKENIZER_FILES):
+        if spec.path is not None and not has_tokenizer(spec.path):
             raise FileNotFoundError(
                 f"{spec.path} has no tokenizer, and this probe tokenizes text for it. Save the tokenizer the model was "
                 "trained with into the folder: tokenizer.save_pretrained(folder)."
