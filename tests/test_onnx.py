@@ -76,9 +76,10 @@ def test_export_is_refused_when_onnx_runtime_disagrees_with_pytorch(tmp_path):
 
 
 def test_export_leaves_the_model_as_it_was(tmp_path):
-    model = make_model("lstm").train()
-    export_onnx(model, tmp_path / "model.onnx")
+    model = make_model("lstm").train().to(torch.bfloat16)
+    export_onnx(model, tmp_path / "model.onnx")  # exported in float32, checked in float32
     assert model.training and all(module.training for module in model.modules())
+    assert {parameter.dtype for parameter in model.parameters()} == {torch.bfloat16}
     assert [path.name for path in tmp_path.iterdir()] == ["model.onnx"], "no temporary file is left"
 
 

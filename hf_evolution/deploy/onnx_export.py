@@ -85,7 +85,8 @@ def zero_states(model: RecurrentForCausalLM, batch_size: int) -> list[torch.Tens
 
 def export_onnx(model: RecurrentForCausalLM, path: str | os.PathLike, *, opset_version: int = 18) -> Path:
     """Write `model` (a recurrent causal LM of hf_evolution) as an ONNX graph at `path`, checked against PyTorch with
-    ONNX Runtime before it is kept; returns the path. The model is exported in float32 and evaluation mode."""
+    ONNX Runtime before it is kept; returns the path. The model is exported in float32 and evaluation mode, from the
+    CPU (a model on an accelerator is moved there for the export and back)."""
     if not isinstance(model, RecurrentForCausalLM):
         raise ValueError(
             f"ONNX export with an explicit state takes a recurrent causal LM of hf_evolution (rnn, lstm, gru, mingru, "
@@ -97,8 +98,8 @@ def export_onnx(model: RecurrentForCausalLM, path: str | os.PathLike, *, opset_v
                 f"ONNX export needs {package}, which is not installed: pip install 'hf-evolution[deploy]'."
             )
     path = Path(path)
-    was_training, dtype = model.training, model.dtype
-    model.eval().float()
+    was_training, dtype, device = model.training, model.dtype, model.device
+    model.eval().to("cpu", torch.float32)  # a graph for ONNX Runtime's CPU provider, checked there
     wrapper = StatefulCausalLM(model).eval()  # eval before export, which restores the wrapper's mode on its children
     names = state_names(model)
     dynamic_axes = {"input_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch", 1: "sequence"}}
@@ -124,7 +125,7 @@ def export_onnx(model: RecurrentForCausalLM, path: str | os.PathLike, *, opset_v
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
-        model.to(dtype).train(was_training)
+        model.to(device, dtype).train(was_training)
     return path
 
 
