@@ -421,7 +421,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.mark.parametrize(("launcher", "stateful"), [("torchrun", False), ("accelerate", False), ("torchrun", True)])
+@pytest.mark.parametrize(
+    ("launcher", "stateful"),
+    # torchrun and accelerate each launch one default run; the plain torchrun run repeats what both cover (slow).
+    [pytest.param("torchrun", False, marks=pytest.mark.slow), ("accelerate", False), ("torchrun", True)],
+)
 def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, small_tokenizer, launcher, stateful):
     """Stateful: 4 streams, read by one process, or 2 each by two, carry the same states to the same weights."""
     args = [
@@ -626,7 +630,11 @@ def test_classification_labels_must_match_the_checkpoint_or_the_config(tmp_path,
     assert "test_accuracy" in replaced
 
 
-@pytest.mark.parametrize("family", ["rnn", "lstm", "gru", "gpt2", "bert"])
+# The RNN stands for the three classic families here (one code path; LSTM and GRU in the slow run).
+@pytest.mark.parametrize(
+    "family",
+    ["rnn", pytest.param("lstm", marks=pytest.mark.slow), pytest.param("gru", marks=pytest.mark.slow), "gpt2", "bert"],
+)
 def test_config_overrides_win_over_the_matched_size_in_both_scripts(tmp_path, small_tokenizer, family):
     """The help text's own form, hidden_size included (it used to crash with 'got multiple values')."""
     scripts = [(run_classification, "classify")] + ([(run_clm, "lm")] if family != "bert" else [])
@@ -641,31 +649,58 @@ def test_config_overrides_win_over_the_matched_size_in_both_scripts(tmp_path, sm
         assert (config[width], config[depth]) == (24, 3), (task, config)
 
 
-@pytest.mark.parametrize(
-    ("script", "arguments", "message"),
-    [
-        ("run_clm", ["--model_type", "lstm", "--config_overrides", "hidden_size=-3"], "`hidden_size` must be"),
-        ("run_clm", ["--model_type", "lstm", "--train_file", "nowhere.txt"], "--train_file nowhere.txt does not"),
-        ("run_clm", ["--model_name_or_path", "no/such-model-anywhere"], "no/such-model-anywhere"),
-        ("run_classification", ["--model_type", "xlnet"], "Unknown model family 'xlnet'"),
-        ("run_classification", ["--model_type", "gru", "--size", "huge"], "Unknown size 'huge'"),
-        ("run_classification", ["--model_type", "mamba"], "transformers has no sequence classification head for"),
-    ],
-)
-def test_what_a_user_gets_wrong_is_one_line_and_exit_code_2(tmp_path, script, arguments, message):
+USER_MISTAKES = [
+    ("run_clm", ["--model_type", "lstm", "--config_overrides", "hidden_size=-3"], "`hidden_size` must be"),
+    ("run_clm", ["--model_type", "lstm", "--train_file", "nowhere.txt"], "--train_file nowhere.txt does not"),
+    ("run_clm", ["--model_name_or_path", "no/such-model-anywhere"], "no/such-model-anywhere"),
+    ("run_classification", ["--model_type", "xlnet"], "Unknown model family 'xlnet'"),
+    ("run_classification", ["--model_type", "gru", "--size", "huge"], "Unknown size 'huge'"),
+    ("run_classification", ["--model_type", "mamba"], "transformers has no sequence classification head for"),
+]
+# Runs each script as `python script.py ...` does (as __main__, so `sys.exit(run_script(...))` sets the exit code),
+# one after the other in one fresh Python, which pays the imports once instead of once per mistake.
+AS_THE_COMMAND_LINE = """
+import contextlib, io, json, os, runpy, sys, traceback
+reports = []
+for script, arguments, cwd in json.loads(sys.argv[1]):
+    os.chdir(cwd)
+    sys.argv = [script, *arguments]
+    stderr, code = io.StringIO(), 0
+    with contextlib.redirect_stderr(stderr):
+        try:
+            runpy.run_path(script, run_name="__main__")
+        except SystemExit as exit:
+            code = exit.code
+        except BaseException:
+            traceback.print_exc()
+            code = "uncaught"
+    reports.append({"code": code, "stderr": stderr.getvalue()})
+print(json.dumps(reports))
+"""
+
+
+def test_what_a_user_gets_wrong_is_one_line_and_exit_code_2(tmp_path):
+    cases = []
+    for index, (script, arguments, _) in enumerate(USER_MISTAKES):
+        folder = tmp_path / f"case-{index}"
+        folder.mkdir()
+        command = [*arguments, "--output_dir", str(folder / "out"), "--do_train"]
+        cases.append([str(EXAMPLES / f"{script}.py"), command, str(folder)])
     result = subprocess.run(
-        script_command(script, *arguments, "--output_dir", str(tmp_path / "out"), "--do_train"),
+        [sys.executable, "-c", AS_THE_COMMAND_LINE, json.dumps(cases)],
         capture_output=True,
         text=True,
         timeout=300,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        cwd=tmp_path,
     )
-    assert result.returncode == 2, result.stderr[-2000:]
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"{script}.py: error: ") and message in last, last
-    assert "Traceback" not in result.stderr
-    assert not (tmp_path / "out").exists(), "nothing was written"
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports = json.loads(result.stdout.strip().splitlines()[-1])
+    for (script, _, message), report, (_, _, folder) in zip(USER_MISTAKES, reports, cases, strict=True):
+        assert report["code"] == 2, (script, message, report["stderr"][-2000:])
+        last = report["stderr"].strip().splitlines()[-1]
+        assert last.startswith(f"{script}.py: error: ") and message in last, last
+        assert "Traceback" not in report["stderr"]
+        assert not (Path(folder) / "out").exists(), "nothing was written"
 
 
 def test_a_failed_run_leaves_nothing_that_blocks_the_corrected_rerun(tmp_path, small_tokenizer):
