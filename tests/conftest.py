@@ -1,8 +1,10 @@
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -141,3 +143,19 @@ def run_without_hf_evolution(body: str, arguments: list, cwd) -> dict:
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert not report.pop("hf_evolution_loaded"), "hf_evolution was imported after all"
     return report
+
+
+FAULTS = Path(__file__).resolve().parent / "fault_injection.py"
+
+
+def killed_at(moment: str, n: int, *command: str) -> None:
+    """Run a command (a script or `compare ...`), killed with SIGKILL at the n-th call of `moment` (see
+    fault_injection.py): no timing involved."""
+    result = subprocess.run(
+        [sys.executable, str(FAULTS), moment, str(n), "--", *command],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == -signal.SIGKILL, (moment, n, result.returncode, result.stderr[-2000:])

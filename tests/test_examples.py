@@ -5,7 +5,6 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_without_hf_evolution
+from conftest import killed_at, run_without_hf_evolution
 from huggingface_hub import HfApi, ModelCard, RepoUrl
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
@@ -214,18 +213,6 @@ def test_classification_from_the_pretrained_minilm_folder(tmp_path):
 
 def script_command(name, *args):
     return [sys.executable, str(EXAMPLES / f"{name}.py"), *args]
-
-
-FAULTS = Path(__file__).resolve().parent / "fault_injection.py"
-
-
-def killed_at(moment: str, n: int, *command: str) -> None:
-    """Run a script, killed with SIGKILL at the n-th call of `moment` (see fault_injection.py): no timing involved."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, str(FAULTS), moment, str(n), "--", *command], env=env, capture_output=True, timeout=300
-    )
-    assert result.returncode == -signal.SIGKILL, (moment, n, result.returncode, result.stderr[-2000:])
 
 
 def test_resume_last_after_kills_at_five_moments_equals_an_uninterrupted_run(tmp_path, small_tokenizer):
