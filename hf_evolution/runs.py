@@ -398,6 +398,12 @@ def write_folder_atomically(folder: Path, write: Callable[[Path], None]) -> Path
         shutil.rmtree(old)
     else:
         os.replace(temporary, folder)  # a missing or empty folder is replaced in one step
+    # What an earlier write into `folder` killed midway left beside it (its names are ours): a folder filled under a
+    # temporary name, or an earlier output moved aside; the new output in place supersedes both.
+    for stale in folder.parent.glob(f".{folder.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in folder.parent.glob(f".{folder.name}.old-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     return folder
 
 

@@ -71,6 +71,8 @@ def install(moment: str, n: int) -> None:
         "after-evaluate": lambda: kill_on_call(transformers.Trainer, "evaluate", n, before=False),
         # after a model's results are written, before the next model (or seed) starts
         "between-models": lambda: kill_on_call(hf_evolution.runs.RunFolder, "mark_progress", n, before=False),
+        # an output folder of export/quantize/convert written in full under its temporary name, not yet in place
+        "inside-folder-write": lambda: kill_on_call(hf_evolution.runs.RunFolder, "claim_listing", n, before=True),
         # inside the final save of a model into its output folder (not a checkpoint's), before its card
         "inside-final-save": lambda: kill_on_call(
             transformers.Trainer, "save_model", n, before=False, counted=final_save

@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
-from conftest import make_model
+from conftest import killed_at, make_model
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from hf_evolution.cli import main
@@ -112,3 +112,17 @@ def test_export_onnx_command_refuses_what_it_cannot_export_in_one_line(tmp_path,
         error = capsys.readouterr().err
         assert message in error and error.count("\n") == 1, error
     assert not (tmp_path / "out").exists()
+
+
+def test_an_export_killed_before_its_folder_is_in_place_keeps_the_earlier_one_and_reruns(tmp_path, tiny_tokenizer):
+    source, out = tmp_path / "gru", tmp_path / "onnx"
+    make_model("gru").save_pretrained(source)
+    tiny_tokenizer.save_pretrained(source)
+    assert main(["export", "onnx", str(source), str(out)]) == 0
+    earlier = (out / "model.onnx").read_bytes()
+    make_model("gru", seed=1).save_pretrained(source)  # new weights, so that the new graph differs
+    killed_at("inside-folder-write", 1, "export", "onnx", str(source), str(out), "--overwrite")
+    assert (out / "model.onnx").read_bytes() == earlier, "the earlier export is whole and in place"
+    assert main(["export", "onnx", str(source), str(out), "--overwrite"]) == 0
+    assert (out / "model.onnx").read_bytes() != earlier
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["gru", "onnx"], "no temporary folder is left"
