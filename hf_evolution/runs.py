@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import json
+import math
 import os
 import platform
 import re
@@ -54,6 +55,16 @@ def seed_everything(seed: int) -> None:
     from transformers import set_seed
 
     set_seed(seed)
+
+
+MAX_SEED = 2**32 - 1  # NumPy's bound, which transformers' `set_seed` applies
+
+
+def check_seed(seed: int, flag: str = "--seed") -> int:
+    """Refuse a seed `set_seed` would refuse, naming the flag, before any work."""
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{flag} must be between 0 and {MAX_SEED} (2**32 - 1), got {seed}.")
+    return seed
 
 
 def synchronize(device: torch.device | None) -> None:
@@ -158,8 +169,21 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
+def finite_or_null(payload):
+    """`payload` with every NaN or infinity replaced by None: JSON has no such numbers, and `json.dumps` would write
+    the bare `NaN` and `Infinity` that other readers refuse."""
+    if isinstance(payload, float):
+        return payload if math.isfinite(payload) else None
+    if isinstance(payload, dict):
+        return {key: finite_or_null(value) for key, value in payload.items()}
+    if isinstance(payload, (list, tuple)):
+        return [finite_or_null(value) for value in payload]
+    return payload
+
+
 def write_json(path: str | os.PathLike, payload) -> Path:
-    return write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
+    """Strict JSON, atomically: a figure that is not a number (a diverged run) is written as null."""
+    return write_text(path, json.dumps(finite_or_null(payload), indent=2, default=str, allow_nan=False) + "\n")
 
 
 # --- the run's tokenizer --------------------------------------------------------------------------------------------
