@@ -149,8 +149,6 @@ def train_and_evaluate(model_args, data_args, training_args, run_folder, checkpo
         trainer.push_to_hub()
     else:
         trainer.save_model()
-    if run_folder is not None:
-        run_folder.claim_listing()
     return results
 
 

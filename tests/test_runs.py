@@ -34,10 +34,12 @@ def test_a_new_folder_is_created_and_claimed_and_a_run_in_it_is_refused_unless_o
 
 
 def test_overwrite_never_deletes_what_the_package_did_not_write(tmp_path):
-    folder = open_run_folder(tmp_path / "run", patterns=("checkpoint-*",))
+    folder = open_run_folder(tmp_path / "run")
     folder.claim("results.json")
+    folder.claim("checkpoint-7", whole=True)  # claimed by its exact name before Trainer fills it
     (folder.path / "results.json").write_text("{}")
-    (folder.path / "checkpoint-7").mkdir()  # Trainer's own name, written after the last claim
+    (folder.path / "checkpoint-7").mkdir()
+    (folder.path / "checkpoint-7" / "optimizer.pt").write_text("state")
     (folder.path / "notes.txt").write_text("mine")
     for overwrite in (False, True):
         with pytest.raises(FileExistsError, match=r"did not write \(notes.txt\); it never deletes those"):
@@ -59,7 +61,7 @@ def test_a_folder_without_a_manifest_is_foreign_even_if_it_looks_like_a_run(tmp_
 
 def test_overwrite_refuses_to_delete_the_working_directory_or_an_input(tmp_path, monkeypatch):
     folder = open_run_folder(tmp_path / "run")
-    folder.claim("data", "work")
+    folder.claim("data/train.txt", "work")
     (folder.path / "data").mkdir()
     (folder.path / "data" / "train.txt").write_text("text")
     (folder.path / "work").mkdir()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -45,7 +44,11 @@ def run_comparison(folder, settings: dict, results: dict) -> int:
             f"{settings['dataset']} has no label column for --task classify; name it with --label-column."
         )
     tokenizer = shared_tokenizer(
-        settings["tokenizer"], corpus["train"], vocab_size=settings["vocab_size"], folder=run_dir / "tokenizer"
+        settings["tokenizer"],
+        corpus["train"],
+        vocab_size=settings["vocab_size"],
+        folder=run_dir / "tokenizer",
+        run_folder=folder,
     )
     if tokenizer.pad_token is None:
         raise ValueError(
@@ -75,7 +78,7 @@ def run_comparison(folder, settings: dict, results: dict) -> int:
                 tokenizer,
                 settings,
                 preset,
-                run_dir,
+                folder,
                 device,
                 data_cache,
             )
@@ -285,7 +288,7 @@ class BudgetAndCurve(TrainerCallback):
 
 
 def train_and_measure(
-    task, family, seed, learning_rate, name, corpus, tokenizer, settings, preset, run_dir, device, data_cache
+    task, family, seed, learning_rate, name, corpus, tokenizer, settings, preset, folder, device, data_cache
 ) -> dict:
     """Train one model with one seed and learning rate into models/`name`, and measure it: one row of results."""
     started = time.perf_counter()
@@ -302,7 +305,7 @@ def train_and_measure(
         train_set = stateful_stream(corpus, model_tokenizer, preset, seed, data_cache)
     else:
         train_set = data["sets"]["train"]
-    output_dir = run_dir / "models" / name
+    output_dir = folder.path / "models" / name
     max_steps = max(1, math.ceil(budget / (preset.batch_size * data["tokens_per_sample"])))
     args = EvolutionTrainingArguments(
         output_dir=str(output_dir),
@@ -339,6 +342,7 @@ def train_and_measure(
         compute_metrics=None if task == "lm" else classification_compute_metrics(),
         callbacks=[tracker],
         stateful=stateful,
+        run_folder=folder,
         card_info={
             "task": "text-generation" if task == "lm" else "text-classification",
             "dataset": settings["dataset"],
@@ -371,7 +375,7 @@ def train_and_measure(
         "train_tokens_per_second": round(train_tokens / max(tracker.training_seconds, 1e-9), 1),
         "peak_memory_mb": round(memory.megabytes, 1),
         "curve": tracker.curve,
-        "checkpoint": str(output_dir.relative_to(run_dir)),
+        "checkpoint": str(output_dir.relative_to(folder.path)),
     }
     for split, prefix in (("validation", "val"), ("test", "test")):
         metrics = trainer.evaluate(eval_dataset=data["sets"][split], metric_key_prefix=prefix)
@@ -402,7 +406,8 @@ def train_and_measure(
     )
     trainer.save_model()
     for stale in output_dir.glob("checkpoint-*"):  # the final model is saved; intermediate states are not needed
-        shutil.rmtree(stale, ignore_errors=True)
+        if stale.is_dir() and stale.relative_to(folder.path).as_posix() in folder.manifest()["whole"]:
+            folder.remove(stale)
     row["wall_seconds"] = round(time.perf_counter() - started, 2)
     return row
 

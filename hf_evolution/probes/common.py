@@ -203,6 +203,7 @@ def start_run(args, probe: str, units: dict, plots: tuple[str, ...]) -> tuple[Ru
         args.output or default_run_dir(f"probe-{probe}"),
         overwrite=args.overwrite,
         protected=[getattr(args, "dataset", None), getattr(args, "tokenizer", None), *(args.model or [])],
+        resume_flag=None,
     )
     folder.claim("results.json", *plots)
     settings = {key: value for key, value in vars(args).items() if key not in ("run", "command", "probe")}

@@ -5,6 +5,7 @@ builder), and one-line errors for what a user can get wrong."""
 from __future__ import annotations
 
 import contextlib
+import difflib
 import logging
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import torch
 import transformers
 from transformers import AutoConfig, PreTrainedModel, TrainingArguments
 
-from ..data import BBC_NEWS, load_corpus
+from ..data import BBC_NEWS, check_data_file, load_corpus
 from ..families import (
     TASKS,
     build_model,
@@ -24,32 +25,20 @@ from ..families import (
     matched_config,
     prepare_model,
 )
-from ..runs import TRAINER_PATTERNS, USER_ERRORS, RunFolder, one_line, open_run_folder, shared_tokenizer
+from ..runs import USER_ERRORS, RunFolder, one_line, open_run_folder, shared_tokenizer
 from .arguments import parse_config_overrides
-from .trainer import is_complete_checkpoint, last_complete_checkpoint
+from .trainer import SAVED_MODEL_FILES, is_complete_checkpoint, last_complete_checkpoint
 
 logger = logging.getLogger(__name__)
-# What the scripts and Trainer write at the top of the output folder, claimed before they are written.
+# What the scripts and Trainer write at the top of the output folder besides the saved model, claimed before they
+# are written; `runs` is TensorBoard's log folder, whose names it chooses.
 SCRIPT_OUTPUTS = (
-    "README.md",
-    "config.json",
-    "generation_config.json",
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-    "training_args.bin",
     "trainer_state.json",
     "all_results.json",
     "train_results.json",
     "eval_results.json",
     "test_results.json",
     "confusion_matrix.png",
-    "configuration_recurrent.py",
-    "modeling_recurrent.py",
-    "runs",
 )
 
 
@@ -62,6 +51,7 @@ def check_arguments(model_args, data_args, task: str) -> None:
     elif model_args.model_type is not None:
         check_family(model_args.model_type, task)
         overrides = parse_config_overrides(model_args.config_overrides)
+        check_config_keys(model_args.model_type, overrides)
         overrides.pop("num_labels", None)  # checked against the data's labels once they are known
         matched_config(
             model_args.model_type, model_args.size, data_args.tokenizer_vocab_size or 8192, task, **overrides
@@ -72,6 +62,20 @@ def check_arguments(model_args, data_args, task: str) -> None:
         path = getattr(data_args, name)
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"--{name} {path} does not exist; check the path.")
+        if path is not None:
+            check_data_file(path)  # empty, not UTF-8, a malformed CSV: refused before the output folder too
+
+
+def check_config_keys(model_type: str, overrides: dict) -> None:
+    """A `--config_overrides` key the family's config does not have would become a silent extra attribute (a typo
+    such as `hiden_size`): refuse it, as `PretrainedConfig.update_from_string` does, naming the closest valid key."""
+    config = AutoConfig.for_model(model_type)
+    for key in overrides:
+        if not hasattr(config, key):
+            known = [*config.to_dict(), *getattr(config, "attribute_map", {}), "num_labels"]
+            close = difflib.get_close_matches(key, known, n=1)
+            suggestion = f"; did you mean {close[0]}?" if close else f"; its fields are {', '.join(sorted(known))}."
+            raise ValueError(f"--config_overrides {key}: {model_type}'s config has no field {key!r}{suggestion}")
 
 
 def open_output_dir(args: TrainingArguments, model_args, data_args) -> tuple[RunFolder | None, str | None]:
@@ -111,9 +115,10 @@ def open_output_dir(args: TrainingArguments, model_args, data_args) -> tuple[Run
         overwrite=args.overwrite,
         resume=checkpoint is not None and Path(checkpoint).resolve().parent == output_dir.resolve(),
         protected=inputs,
-        patterns=(*TRAINER_PATTERNS, "model-*.safetensors"),
+        resume_flag="--resume_from_checkpoint last",
     )
-    folder.claim(*SCRIPT_OUTPUTS)
+    folder.claim(*SAVED_MODEL_FILES, *SCRIPT_OUTPUTS)
+    folder.claim("runs", whole=True)
     return folder, checkpoint
 
 
@@ -147,6 +152,7 @@ def load_script_data(model_args, data_args, training_args, label_column: str | N
             validation_file=data_args.validation_file,
             test_file=data_args.test_file,
             seed=training_args.seed,
+            flag_separator="_",
         )
     tokenizer_name = model_args.tokenizer_name or model_args.model_name_or_path
     tokenizer = shared_tokenizer(
@@ -231,7 +237,8 @@ def in_process_group() -> bool:
 
 
 def run_script(main, name: str) -> int:
-    """Run a script's `main()`: what a user got wrong is one line and exit code 2, a bug keeps its traceback. The
+    """Run a script's `main()`: what a user got wrong is one line and exit code 2, Ctrl-C one line and exit code 130
+    (as the shell's 128 + SIGINT), a bug keeps its traceback. The
     process group is left at the end, once every process got there: gloo worker threads alive at exit, or a process
     leaving while another still works, can abort a good distributed run."""
     try:
@@ -241,6 +248,13 @@ def run_script(main, name: str) -> int:
     except USER_ERRORS as error:
         print(f"{name}: error: {one_line(error)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: what was saved stays (see RunFolder.discarded_on_failure)
+        print(
+            f"{name}: interrupted. Run the same command with `--resume_from_checkpoint last` to continue from the "
+            "last complete checkpoint, if one was saved.",
+            file=sys.stderr,
+        )
+        return 130
     finally:
         if in_process_group():
             torch.distributed.destroy_process_group()

@@ -31,6 +31,30 @@ from .streams import ResetStreamsEachEpoch, StreamSampler, VariableLengthStreams
 
 logger = logging.getLogger(__name__)
 RUN_STATE_NAME = "run_state.json"
+# The code files of our models that a save copies beside config.json (`custom_object_save`).
+REMOTE_CODE_FILES = tuple(
+    sorted(
+        path.name
+        for path in Path(__file__).parents[1].glob("*.py")
+        if path.name.startswith(("configuration_", "modeling_"))
+    )
+)
+# What a final save writes into a model folder: weights (one file or shards with their index), config, generation
+# config, tokenizer, the training arguments, the model card and the remote code. A run folder claims these names
+# before the save writes them.
+SAVED_MODEL_FILES = (
+    "README.md",
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "training_args.bin",
+    *REMOTE_CODE_FILES,
+)
 
 
 def save_remote_code(model: PreTrainedModel, folder: str | Path) -> None:
@@ -183,7 +207,7 @@ class EvolutionTrainer(Trainer):
         path = checkpoint / stream_state_name(self.args.process_index)
         if not path.is_file():
             return None
-        saved = torch.load(path, map_location=self.args.device)
+        saved = torch.load(path, map_location=self.args.device, weights_only=True)  # tensors and an int
         cache = RecurrentCache(self.model.config)
         for layer_idx, states in enumerate(saved["states"]):
             cache.update_layer_state(layer_idx, tuple(states))
@@ -222,6 +246,8 @@ class EvolutionTrainer(Trainer):
             },
         }
         folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        if self.run_folder is not None and self.args.should_save:
+            self.run_folder.claim(folder, whole=True)  # by its exact name, before anything is in it
         if self.stateful:  # every process its own streams' state
             folder.mkdir(parents=True, exist_ok=True)
             self.save_stream_state(folder)
@@ -233,7 +259,6 @@ class EvolutionTrainer(Trainer):
             write_json(folder / RUN_STATE_NAME, run_state)
         super()._save_checkpoint(model, trial)
         if self.run_folder is not None and self.args.should_save:
-            self.run_folder.claim_listing()
             self.run_folder.mark_progress()
 
     def load_run_state(self, run_state: dict) -> None:
@@ -250,6 +275,9 @@ class EvolutionTrainer(Trainer):
             return super().evaluate(*args, **kwargs)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        if self.run_folder is not None and self.args.should_save and not _internal_call:
+            folder = Path(output_dir or self.args.output_dir)
+            self.run_folder.claim(*(folder / name for name in SAVED_MODEL_FILES))
         super().save_model(output_dir, _internal_call)
         if not self.args.should_save:
             return
