@@ -202,6 +202,21 @@ def error_case(name, example, corpus_dir, tmp_path):
         checkpoint = tmp_path / "model.pt"
         checkpoint.write_bytes(b"not a checkpoint")
         return [str(checkpoint), "--vocab", str(corpus_dir), "--trust-pickle"], "not a checkpoint that torch.load"
+    if name == "empty checkpoint":
+        checkpoint = tmp_path / "model.pt"
+        checkpoint.write_bytes(b"")
+        return [str(checkpoint), "--vocab", str(corpus_dir), "--trust-pickle"], f"{checkpoint} is empty"
+    if name in ("truncated checkpoint", "truncated pickled module", "truncated legacy checkpoint"):
+        model, _ = make_checkpoint(example, corpus_dir, tmp_path, "LSTM")
+        checkpoint = tmp_path / "model.pt"
+        pickled = name == "truncated pickled module"
+        # torch.save's zip format, or the bare pickle of torch before 1.6 (`_use_new_zipfile_serialization=False`).
+        torch.save(
+            model if pickled else model.state_dict(), checkpoint, _use_new_zipfile_serialization="legacy" not in name
+        )
+        whole = checkpoint.read_bytes()
+        checkpoint.write_bytes(whole[: len(whole) // 2])  # an interrupted copy
+        return [str(checkpoint), "--vocab", str(corpus_dir), "--trust-pickle"], f"{checkpoint} is truncated"
     raise AssertionError(name)
 
 
@@ -215,6 +230,10 @@ ERRORS = [
     "foreign output folder",
     "missing corpus file",
     "not a checkpoint",
+    "empty checkpoint",
+    "truncated checkpoint",
+    "truncated pickled module",
+    "truncated legacy checkpoint",
 ]
 
 

@@ -10,6 +10,7 @@ Identity is asserted where the same int8 weights see the same calls (save/load, 
 the kernels)."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ from torch import nn
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from hf_evolution.cli import main
+from hf_evolution.deploy import quantization
 from hf_evolution.deploy.quantization import (
     QUANTIZATION_NAME,
     WEIGHTS_NAME,
@@ -209,7 +211,26 @@ def test_the_command_quantizes_a_folder(float_folder, tmp_path, capsys):
     assert json.loads((output / QUANTIZATION_NAME).read_text())["include_head"] is False
 
 
-def test_the_command_refuses_with_one_line_before_any_work(float_folder, tmp_path, capsys):
+@pytest.mark.filterwarnings("ignore:TypedStorage is deprecated")
+def test_load_quantized_refuses_weights_that_do_not_fit_the_config_and_names_them(tmp_path):
+    folder = save_quantized(quantize_dynamic_int8(make_model("lstm")), None, tmp_path / "lstm")
+    wider = save_quantized(quantize_dynamic_int8(make_model("lstm", hidden_size=24)), None, tmp_path / "wider")
+    deeper = save_quantized(quantize_dynamic_int8(make_model("lstm", num_hidden_layers=3)), None, tmp_path / "deeper")
+    for source, message in (
+        (wider, "model.layers.0.rnn.weight_hh_l0 is (96, 24) qint8 where the config's model has (64, 16) qint8"),
+        (deeper, "unexpected model.layers.2.rnn.bias_hh_l0"),
+    ):
+        shutil.copy(source / WEIGHTS_NAME, folder / WEIGHTS_NAME)
+        with pytest.raises(ValueError, match="does not fit the model of") as refused:
+            load_quantized(folder)
+        assert message in str(refused.value) and str(folder / "config.json") in str(refused.value)
+    other_head = save_quantized(quantize_dynamic_int8(make_model("lstm"), include_head=False), None, tmp_path / "kept")
+    shutil.copy(other_head / WEIGHTS_NAME, folder / WEIGHTS_NAME)  # a float head's weights under an int8 head's record
+    with pytest.raises(ValueError, match="missing lm_head._packed_params.*unexpected lm_head.bias, lm_head.weight"):
+        load_quantized(folder)
+
+
+def test_the_command_refuses_with_one_line_before_any_work(float_folder, tmp_path, capsys, monkeypatch):
     gpt2 = tmp_path / "gpt2"
     GPT2LMHeadModel(GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=50)).save_pretrained(gpt2)
     classifier = tmp_path / "classifier"
@@ -220,7 +241,16 @@ def test_the_command_refuses_with_one_line_before_any_work(float_folder, tmp_pat
     (tmp_path / "a_file").write_text("")
     quantized = tmp_path / "quantized"
     assert main(["quantize", str(float_folder), str(quantized)]) == 0
+    truncated = tmp_path / "truncated"
+    shutil.copytree(float_folder, truncated)
+    weights = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(weights[:-100])  # an interrupted copy
     capsys.readouterr()
+
+    def no_quantization(*args, **kwargs):
+        raise AssertionError("refused input reached the quantization")
+
+    monkeypatch.setattr(quantization, "quantize_dynamic_int8", no_quantization)
     cases = [
         ([tmp_path / "missing", tmp_path / "out"], "is not a folder"),
         ([tmp_path / "a_file", tmp_path / "out"], "is not a folder"),
@@ -228,6 +258,7 @@ def test_the_command_refuses_with_one_line_before_any_work(float_folder, tmp_pat
         ([gpt2, tmp_path / "out"], "quantize takes a recurrent causal LM of hf_evolution (rnn"),
         ([classifier, tmp_path / "out"], "holds a gru GRUForSequenceClassification"),
         ([quantized, tmp_path / "out"], "holds a quantized model already"),
+        ([truncated, tmp_path / "out"], f"{truncated / 'model.safetensors'} is truncated or not a safetensors file"),
         ([float_folder, foreign], "holds files that hf_evolution did not write (notes.txt)"),
         ([float_folder, tmp_path / "a_file"], "is a file, not a folder"),
         ([float_folder, float_folder], "is or holds the input"),

@@ -23,7 +23,9 @@ import contextlib
 import os
 import pickle
 import re
+import struct
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,12 +124,13 @@ def load_checkpoint(
     path: Path, *, trust_pickle: bool = False, rnn_type: str | None = None, code_dir: str | os.PathLike | None = None
 ) -> WordLanguageModel:
     """Read a state dict (plain tensors only), or a pickled `RNNModel` when `trust_pickle`, and check it is one."""
+    check_complete(path)
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
         if found is None:
-            raise ValueError(f"{path} is not a checkpoint that torch.load can read ({last_line(error)}).") from None
+            raise ValueError(unreadable(path, error)) from None
         if not trust_pickle:
             raise ValueError(
                 f"{path} holds pickled Python objects ({found.group(1)}; the example's main.py saves the whole "
@@ -135,8 +138,8 @@ def load_checkpoint(
                 "save a state dict instead: torch.save(model.state_dict(), f)."
             ) from None
         loaded = unpickle(path, code_dir)
-    except RuntimeError as error:  # not a zip or legacy torch file at all
-        raise ValueError(f"{path} is not a checkpoint that torch.load can read ({last_line(error)}).") from None
+    except (RuntimeError, *CUT_SHORT) as error:  # not a torch file at all, or one that ends early
+        raise ValueError(unreadable(path, error)) from None
     if isinstance(loaded, nn.Module):
         return from_module(loaded, path, rnn_type)
     if isinstance(loaded, dict) and all(isinstance(value, torch.Tensor) for value in loaded.values()):
@@ -144,6 +147,33 @@ def load_checkpoint(
     raise ValueError(
         f"{path} holds a {type(loaded).__name__}, not the example's RNNModel nor its state dict; {RNN_ONLY}."
     )
+
+
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since torch 1.6; older files are a bare pickle
+# What torch.load raises, besides RuntimeError, on a legacy (pickle) file that ends early: its reads run out of bytes.
+CUT_SHORT = (EOFError, IndexError, struct.error)
+
+
+def check_complete(path: Path) -> None:
+    """Refuse an empty checkpoint, or one in torch's zip format whose end is missing, before unpickling: torch's own
+    errors for those (EOFError, `[Errno 22] Invalid argument`) name no file. A zip archive ends with its directory,
+    so a file cut anywhere has none for `zipfile` to read; a legacy file has no such check and fails while loading."""
+    with open(path, "rb") as file:
+        magic = file.read(len(ZIP_MAGIC))
+    if not magic:
+        raise ValueError(f"{path} is empty, not a checkpoint; copy or save it again.")
+    if magic == ZIP_MAGIC:
+        try:
+            zipfile.ZipFile(path).close()
+        except zipfile.BadZipFile:
+            raise ValueError(
+                f"{path} is truncated: it begins as the zip archive torch.save writes, but the archive's end (its "
+                "directory) is missing; copy or save it again."
+            ) from None
+
+
+def unreadable(path: Path, error: BaseException) -> str:
+    return f"{path} is truncated, damaged or not a checkpoint that torch.load can read ({last_line(error)})."
 
 
 def last_line(error: BaseException) -> str:
@@ -167,8 +197,8 @@ def unpickle(path: Path, code_dir: str | os.PathLike | None):
             f"{path} is a pickled module whose class Python cannot import {where} ({last_line(error)}). Or save a "
             "state dict instead: torch.save(model.state_dict(), f)."
         ) from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-        raise ValueError(f"{path} is not a checkpoint that torch.load can read ({last_line(error)}).") from None
+    except (pickle.UnpicklingError, RuntimeError, *CUT_SHORT) as error:
+        raise ValueError(unreadable(path, error)) from None
     finally:
         if added is not None:
             with contextlib.suppress(ValueError):

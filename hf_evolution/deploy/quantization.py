@@ -47,6 +47,7 @@ from pathlib import Path
 
 import torch
 import torch.ao.nn.quantized.dynamic as nnqd
+from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
@@ -141,6 +142,47 @@ def quantized_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
+def layout(value):
+    """What a saved entry must match: a tensor's shape and dtype, a tuple's entries (a Linear's packed weight and
+    bias), anything else (a dtype) itself."""
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape), value.dtype
+    if isinstance(value, (tuple, list)):
+        return tuple(layout(item) for item in value)
+    return value
+
+
+def described(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{tuple(value.shape)} {str(value.dtype).removeprefix('torch.')}"
+    if isinstance(value, (tuple, list)):
+        return "(" + ", ".join(described(item) for item in value) + ")"
+    return str(value)
+
+
+def check_quantized_weights(model: nn.Module, state, path: Path) -> None:
+    """Refuse weights that do not fit `model` (quantized from the folder's config) before they reach a kernel: the
+    same names, and every entry of the same shape and dtype."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not the state dict save_quantized writes.")
+    expected = quantized_state_dict(model)
+    missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
+    wrong = [key for key in expected if key in state and layout(state[key]) != layout(expected[key])]
+    if missing or unexpected or wrong:
+        parts = [
+            f"{key} is {described(state[key])} where the config's model has {described(expected[key])}"
+            for key in wrong
+        ]
+        for what, keys in (("missing", missing), ("unexpected", unexpected)):
+            if keys:
+                parts.append(f"{what} {', '.join(keys[:4])}" + (", ..." if len(keys) > 4 else ""))
+        shown = "; ".join(parts[:4]) + ("; ..." if len(parts) > 4 else "")
+        raise ValueError(
+            f"{path} does not fit the model of {path.parent / 'config.json'} ({shown}); the weights and the config come "
+            "from different models. Quantize the float model again."
+        )
+
+
 def load_quantized_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Load what `quantized_state_dict` wrote into a model quantized the same way (every key must match)."""
     state = collections.OrderedDict(state)
@@ -219,6 +261,7 @@ def load_quantized(folder: str | os.PathLike) -> RecurrentForCausalLM:
         )
     with quiet_deprecations():
         state = torch.load(folder / WEIGHTS_NAME, map_location="cpu", weights_only=True)
+    check_quantized_weights(model, state, folder / WEIGHTS_NAME)
     load_quantized_state_dict(model, state)
     if (folder / "generation_config.json").is_file():
         model.generation_config = GenerationConfig.from_pretrained(folder)
@@ -232,6 +275,22 @@ def float_weight_files(folder: Path) -> list[Path]:
     return sorted({path for pattern in FLOAT_WEIGHT_FILES for path in folder.glob(pattern)})
 
 
+def check_weight_files(folder: Path) -> None:
+    """Refuse a safetensors file that is cut short or is no safetensors file at all, before loading anything.
+    `safe_open` reads the header alone and checks that its tensors' data offsets cover the rest of the file exactly,
+    so a truncated file (an interrupted copy or download) fails here, not in a traceback from `from_pretrained`."""
+    for path in float_weight_files(folder):
+        if path.suffix != ".safetensors":
+            continue
+        try:
+            with safe_open(path, framework="pt"):
+                pass
+        except SafetensorError as error:
+            raise ValueError(
+                f"{path} is truncated or not a safetensors file ({error}); save or copy the model again."
+            ) from None
+
+
 def check_model_folder(folder: Path) -> None:
     """Refuse, before loading anything, what is not a saved causal LM of hf_evolution with its float weights."""
     if (folder / QUANTIZATION_NAME).is_file():
@@ -239,6 +298,7 @@ def check_model_folder(folder: Path) -> None:
     check_recurrent_lm_folder(folder, "quantize")
     if not float_weight_files(folder):
         raise FileNotFoundError(f"{folder} has no weights ({', '.join(FLOAT_WEIGHT_FILES)}).")
+    check_weight_files(folder)
 
 
 def grouped(modules: dict[str, str]) -> str:

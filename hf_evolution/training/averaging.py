@@ -71,4 +71,5 @@ class WeightAveraging(TrainerCallback):
         path = checkpoint / AVERAGED_WEIGHTS_NAME
         if path.is_file():
             self.averaged = AveragedModel(model)
-            self.averaged.load_state_dict(torch.load(path, map_location=next(model.parameters()).device))
+            state = torch.load(path, map_location=next(model.parameters()).device, weights_only=True)
+            self.averaged.load_state_dict(state)
