@@ -17,6 +17,10 @@ dropped, 686k train words; validation figures below; without the duplicates the 
 - word: every word seen at least 3 times (WikiText's rule), capped at 32768: 14,816 words on BBC News, 4.0%
   ``<unk>`` in validation (min_frequency 2: 19,550 words, 3.1%; 1: 30,991 words, 1.8%).
 - char: every character seen (min_frequency 1), capped at 1024: 88 on BBC News.
+
+Long documents are tokenised, and fed to training, in pieces of at most :data:`PIECE_CHARS` characters (see
+:func:`text_pieces`): ``tokenizers`` holds about 100 bytes per character of what it is given at once, so a 44 MB
+one-line file used to abort at 5 GB.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ DEFAULT_VOCAB_SIZES = {"bpe": 8192, "word": 32768, "char": 1024}
 DEFAULT_MIN_FREQUENCIES = {"bpe": 2, "word": 3, "char": 1}
 # GPT-2's context: run_clm-style scripts cap block_size at model_max_length, so every tokenizer gives the same cap.
 DEFAULT_MODEL_MAX_LENGTH = 1024
+# The most characters handed to `tokenizers` at once (about 10 MB of its memory): longer documents go in pieces.
+PIECE_CHARS = 100_000
 
 
 def train_tokenizer(
@@ -70,11 +76,11 @@ def train_tokenizer(
             raise ValueError(
                 f"Column {text_column!r} is not in the dataset; its columns are {texts_or_dataset.column_names}."
             )
-        batches = _text_batches(texts_or_dataset, text_column)
+        batches = _piece_batches(_dataset_texts(texts_or_dataset, text_column))
         has_text = len(texts_or_dataset) > 0
     else:
         texts = list(texts_or_dataset)
-        batches = iter([texts])
+        batches = _piece_batches(texts)
         has_text = any(text.strip() for text in texts)
     if not has_text:
         raise ValueError("No text to train the tokenizer on; pass the non-empty train split.")
@@ -112,9 +118,64 @@ def train_tokenizer(
     )
 
 
-def _text_batches(dataset: datasets.Dataset, text_column: str) -> Iterator[list[str]]:
+def _dataset_texts(dataset: datasets.Dataset, text_column: str) -> Iterator[str]:
     for batch in dataset.select_columns([text_column]).iter(batch_size=1000):
-        yield batch[text_column]
+        yield from batch[text_column]
+
+
+def _piece_batches(texts: Iterable[str]) -> Iterator[list[str]]:
+    for call in _piece_calls(texts):
+        yield [piece for _, piece in call]
+
+
+def text_pieces(text: str, piece_chars: int | None = None) -> list[str]:
+    """`text` in pieces of at most `piece_chars` (default `PIECE_CHARS`) characters, each cut just before a space
+    that precedes a non-space character.
+
+    No pre-tokenizer here joins text across such a cut (byte-level BPE's joins that space to the word after it and
+    ends any run of spaces before it; word and char split there anyway), so tokenising the pieces one after the
+    other gives the ids of the whole text, and training on them the same vocabulary. A stretch of `piece_chars`
+    characters without such a space is cut where it reaches that length, the one place where the ids can differ.
+    """
+    piece_chars = piece_chars or PIECE_CHARS
+    pieces, start = [], 0
+    while len(text) - start > piece_chars:
+        end = start + piece_chars
+        cut = text.rfind(" ", start + 1, end + 1)
+        while cut != -1 and text[cut + 1 : cut + 2].isspace():
+            cut = text.rfind(" ", start + 1, cut)
+        cut = end if cut == -1 else cut
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
+
+
+def _piece_calls(texts: Iterable[str]) -> Iterator[list[tuple[int, str]]]:
+    """The texts' pieces with the index of their text, in groups of at most `PIECE_CHARS` characters (or one piece):
+    what one call to `tokenizers` is given."""
+    call, size = [], 0
+    for index, text in enumerate(texts):
+        for piece in text_pieces(text):
+            if call and size + len(piece) > PIECE_CHARS:
+                yield call
+                call, size = [], 0
+            call.append((index, piece))
+            size += len(piece)
+    if call:
+        yield call
+
+
+def encode_in_pieces(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
+    """Each text's token ids without special tokens, as ``tokenizer(texts, add_special_tokens=False)`` gives them,
+    tokenised `PIECE_CHARS` characters at a time (see :func:`text_pieces`)."""
+    ids = [[] for _ in texts]
+    for call in _piece_calls(texts):
+        # verbose=False: documents longer than model_max_length are expected; packing cuts them.
+        encoded = tokenizer([piece for _, piece in call], add_special_tokens=False, verbose=False)["input_ids"]
+        for (index, _), piece_ids in zip(call, encoded, strict=True):
+            ids[index].extend(piece_ids)
+    return ids
 
 
 # The files a saved tokenizer leaves in a model folder, any one of which `AutoTokenizer` can load from.

@@ -1,6 +1,10 @@
 import importlib.util
 import json
 import os
+import random
+import string
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -8,6 +12,7 @@ import datasets
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from hf_evolution import tokenization
 from hf_evolution.data import (
     BBC_NEWS,
     SPLITS,
@@ -179,14 +184,27 @@ def test_hub_ids_go_through_load_dataset_and_get_the_missing_split(monkeypatch):
             ValueError,
             "['text', 'label']",
         ),
-        ({"a.csv": "title,body\nx,y\n"}, {"train_file": "a.csv"}, ValueError, "Pass text_column="),
+        ({"a.csv": "title,body\nx,y\n"}, {"train_file": "a.csv"}, ValueError, "Name it with --text-column, or call"),
+        (
+            {"a.csv": "title,body\nx,y\n"},
+            {"train_file": "a.csv", "flag_separator": "_"},
+            ValueError,
+            "Name it with --text_column, or call",
+        ),
+        (
+            {"a.csv": "text,label\nx,1\n"},
+            {"train_file": "a.csv", "label_column": "topic", "flag_separator": "_"},
+            ValueError,
+            "Column 'topic' (given as --label_column) is not in the train split",
+        ),
+        ({"a.txt": "x\n"}, {"validation_file": "a.txt"}, ValueError, "--validation-file and --test-file need a"),
         (
             {"a.csv": "text\nx\n", "b.txt": "y\n"},
             {"train_file": "a.csv", "test_file": "b.txt"},
             ValueError,
             "one format",
         ),
-        ({"a.txt": "x\n"}, {"train_file": "a.txt", "txt_mode": "document"}, ValueError, "txt_mode"),
+        ({"a.txt": "x\n"}, {"train_file": "a.txt", "txt_mode": "document"}, ValueError, "--txt-mode 'document' is"),
         (
             {"a.txt": "x\n"},
             {"train_file": "a.txt", "test_split": 0.6, "validation_split": 0.5},
@@ -202,6 +220,39 @@ def test_bad_files_and_columns_raise_clear_errors(tmp_path, datasets_cache, file
     with pytest.raises(error) as raised:
         load_corpus(cache_dir=datasets_cache, **kwargs)
     assert message in str(raised.value)
+
+
+MALFORMED_CSV = [
+    ("text,label\nfine,a\none, two,b\nmore,a\n", "the row at line 3 has 3 field(s), the header 2 (text, label)"),
+    ("text,label\nfine,a\nno label\nmore,a\n", "the row at line 3 has 1 field(s), the header 2"),
+    ('text,label\nfine,a\n"unclosed,b\nmore,a\n', "the row at line 3 opens a quote that is never closed"),
+    ('text,label\nfine,a\nmore,"unclosed\nlast,b\n', "the row at line 3 opens a quote that is never closed"),
+]
+
+
+@pytest.mark.parametrize(("text", "problem"), MALFORMED_CSV)
+def test_a_malformed_csv_is_refused_naming_the_file_and_the_row(tmp_path, datasets_cache, text, problem):
+    """pandas used to fail with a traceback (too many fields, an unclosed quote) or fill a short row with nulls."""
+    path = write(tmp_path / "data.csv", text)
+    with pytest.raises(ValueError) as raised:
+        load_corpus(train_file=path, cache_dir=datasets_cache)
+    assert str(raised.value).startswith(f"Data file {path} is not well-formed CSV: {problem}")
+
+
+def test_csv_fields_holding_commas_quotes_and_lines_are_read_as_pandas_reads_them(tmp_path, datasets_cache):
+    long = "word " * 40_000  # longer than the csv module's default field limit
+    path = write(
+        tmp_path / "data.csv",
+        f'text,label\n"one, two",a\n"say ""hi""",b\n\n"two\nlines",a\nhalf "quoted",b\n"{long}",a\n',
+    )
+    corpus = load_corpus(train_file=path, validation_split=0, test_split=0, cache_dir=datasets_cache)
+    assert corpus["train"]["text"] == ["one, two", 'say "hi"', "two\nlines", 'half "quoted"', long]
+
+
+def test_a_file_the_parser_refuses_is_named_in_one_error(tmp_path, datasets_cache):
+    path = write(tmp_path / "data.jsonl", '{"text": "a"}\n{"text": "b"\n{"text": "c"}\n')
+    with pytest.raises(ValueError, match=rf"Cannot read data file {path}: JSON parse error"):
+        load_corpus(train_file=path, cache_dir=datasets_cache)
 
 
 def test_labels_unseen_in_training_are_named(tmp_path, datasets_cache):
@@ -372,6 +423,65 @@ def test_corpus_stats_counts_documents_words_bytes_and_tokens_with_eos(char_toke
     stats = corpus_stats(dataset, char_tokenizer)
     assert stats == {"documents": 2, "words": 6, "bytes": 11 + 6, "tokens": 10 + 1 + 6 + 1}
     assert corpus_stats(datasets.DatasetDict(train=dataset))["train"] == {"documents": 2, "words": 6, "bytes": 17}
+
+
+# Long documents
+
+
+def test_a_long_document_tokenised_in_pieces_packs_classifies_and_counts_as_the_whole(
+    bbc_news, bpe_tokenizer, monkeypatch
+):
+    text = "  ".join(bbc_news["train"]["text"][:10]).replace("\n", " ")  # one line, of about 20,000 characters
+    monkeypatch.setattr(tokenization, "PIECE_CHARS", 1000)
+    texts = [text, "short"]
+    dataset = datasets.Dataset.from_dict({"text": texts, "label": [0, 1]})
+    expected = token_stream(texts, bpe_tokenizer)
+    assert [t for row in tokenize_documents(dataset, bpe_tokenizer)["input_ids"] for t in row] == expected
+    blocks = pack_for_lm(dataset, bpe_tokenizer, 16)["input_ids"]
+    assert [t for row in blocks for t in row] == expected[: len(expected) // 16 * 16]
+    encoded = tokenize_for_classification(dataset, bpe_tokenizer, max_length=48)
+    assert encoded["input_ids"] == bpe_tokenizer(texts, truncation=True, max_length=48)["input_ids"]
+    assert corpus_stats(dataset)["words"] == len(text.split()) + 1
+    assert corpus_stats(datasets.Dataset.from_dict({"text": ["x" * 2500 + " y"]}))["words"] == 2, "cut in a word"
+
+
+# Trains and tokenises a one-line file in a fresh Python and reports its peak memory (MB) before and after each step.
+PEAK_MEMORY = """
+import json, resource, sys
+import datasets
+from hf_evolution.data import corpus_stats, load_corpus, pack_for_lm
+from hf_evolution.tokenization import train_tokenizer
+
+datasets.disable_progress_bars()
+folder = sys.argv[1]
+files = {f"{split}_file": f"{folder}/{split}.txt" for split in ("train", "validation", "test")}
+corpus = load_corpus(**files, cache_dir=f"{folder}/cache")
+peak = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024]
+tokenizer = train_tokenizer(corpus["train"], "bpe", vocab_size=2000)
+peak.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+pack_for_lm(corpus, tokenizer, 4)
+tokens = corpus_stats(corpus, tokenizer)["train"]["tokens"]
+peak.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+print(json.dumps({"peak": peak, "tokens": tokens}))
+"""
+
+
+def test_a_several_megabyte_one_line_file_trains_and_tokenises_in_bounded_memory(tmp_path):
+    """A 44 MB one-line file used to abort in tokenizers at 5 GB. On 4 MB, whole: +330 MB to train, +510 to pack."""
+    rng = random.Random(0)
+    words = ["".join(rng.choices(string.ascii_lowercase, k=rng.randint(1, 9))) for _ in range(5000)]
+    write(tmp_path / "train.txt", " ".join(rng.choices(words, k=700_000)) + "\n")  # 4.2 MB, one line
+    for split in ("validation", "test"):
+        write(tmp_path / f"{split}.txt", f"Some {split} text.\n")
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_MEMORY, str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    loaded, trained, packed = report["peak"]
+    assert report["tokens"] > 1_000_000
+    assert trained - loaded < 100, report  # in pieces: +30 MB
+    assert packed - trained < 250, report  # in pieces: +120 MB, mostly the ids themselves
 
 
 def test_tokenize_documents_appends_eos_after_each_document(char_tokenizer):

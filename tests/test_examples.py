@@ -22,6 +22,7 @@ from transformers import AutoModelForSequenceClassification
 from hf_evolution.data import load_corpus
 from hf_evolution.tokenization import train_tokenizer
 from hf_evolution.training import is_complete_checkpoint, last_complete_checkpoint
+from hf_evolution.training.scripts import run_script
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # Small, fast runs: a 512-token tokenizer, tiny models, short blocks and a few steps on the embedded corpus.
@@ -643,7 +644,30 @@ USER_MISTAKES = [
     ("run_classification", ["--model_type", "xlnet"], "Unknown model family 'xlnet'"),
     ("run_classification", ["--model_type", "gru", "--size", "huge"], "Unknown size 'huge'"),
     ("run_classification", ["--model_type", "mamba"], "transformers has no sequence classification head for"),
+    (
+        "run_clm",
+        ["--model_type", "lstm", "--config_overrides", "hiden_size=256"],
+        "no field 'hiden_size'; did you mean",
+    ),
+    (
+        "run_clm",
+        ["--model_type", "lstm", "--train_file", "ragged.csv"],
+        "the row at line 3 has 3 field(s), the header 2",
+    ),
+    ("run_classification", ["--model_type", "gru", "--train_file", "unclosed.csv"], "a quote that is never closed"),
+    (
+        "run_classification",
+        ["--model_type", "gru", "--train_file", "two_texts.csv"],
+        "Name it with --text_column, or call",
+    ),
+    ("run_clm", ["--model_type", "gru", "--txt_mode", "lines"], "--txt_mode/--txt-mode: invalid choice: 'lines'"),
 ]
+# The data files of the mistakes above, written in each case's folder.
+MISTAKE_FILES = {
+    "ragged.csv": "text,label\nfine,a\none, two,b\n",
+    "unclosed.csv": 'text,label\nfine,a\n"never closed,b\nmore,a\n',
+    "two_texts.csv": "title,body,label\n" + "".join(f"title {i},body {i},{i % 2}\n" for i in range(20)),
+}
 # Runs each script as `python script.py ...` does (as __main__, so `sys.exit(run_script(...))` sets the exit code),
 # one after the other in one fresh Python, which pays the imports once instead of once per mistake.
 AS_THE_COMMAND_LINE = """
@@ -671,6 +695,8 @@ def test_what_a_user_gets_wrong_is_one_line_and_exit_code_2(tmp_path):
     for index, (script, arguments, _) in enumerate(USER_MISTAKES):
         folder = tmp_path / f"case-{index}"
         folder.mkdir()
+        for name, text in MISTAKE_FILES.items():
+            (folder / name).write_text(text)
         command = [*arguments, "--output_dir", str(folder / "out"), "--do_train"]
         cases.append([str(EXAMPLES / f"{script}.py"), command, str(folder)])
     result = subprocess.run(
@@ -688,6 +714,16 @@ def test_what_a_user_gets_wrong_is_one_line_and_exit_code_2(tmp_path):
         assert last.startswith(f"{script}.py: error: ") and message in last, last
         assert "Traceback" not in report["stderr"]
         assert not (Path(folder) / "out").exists(), "nothing was written"
+
+
+def test_ctrl_c_is_one_line_that_says_how_to_resume_and_exit_code_130(capsys):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert run_script(interrupted, "run_clm.py") == 130
+    error = capsys.readouterr().err
+    assert error.startswith("run_clm.py: interrupted. ") and "--resume_from_checkpoint last" in error
+    assert len(error.strip().splitlines()) == 1
 
 
 def test_a_failed_run_leaves_nothing_that_blocks_the_corrected_rerun(tmp_path, small_tokenizer):

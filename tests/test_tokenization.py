@@ -1,5 +1,7 @@
 import importlib.util
+import itertools
 from pathlib import Path
+from unittest import mock
 
 import datasets
 import pytest
@@ -7,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
+from hf_evolution import tokenization
 from hf_evolution.tokenization import (
     DEFAULT_MODEL_MAX_LENGTH,
     SPECIAL_TOKENS,
@@ -128,3 +131,60 @@ def test_load_tokenizer_reads_an_existing_bert_tokenizer_folder():
 def test_bad_training_input_raises_clear_errors(texts, kwargs, message):
     with pytest.raises(ValueError, match=message):
         train_tokenizer(texts, **kwargs)
+
+
+# --- long documents: tokenised in pieces ----------------------------------------------------------------------------
+
+
+def one_line(train_texts, documents=20) -> str:
+    """A long one-line document with runs of spaces, tabs and non-breaking spaces between its words."""
+    return "  ".join(text.replace("\n", " \t") for text in train_texts["text"][:documents]) + " \u00a0end"
+
+
+@pytest.mark.parametrize("kind", TOKENIZER_KINDS)
+def test_a_long_document_in_pieces_has_the_ids_of_the_whole_text(tokenizers, train_texts, monkeypatch, kind):
+    tokenizer, text = tokenizers[kind], one_line(train_texts)
+    monkeypatch.setattr(tokenization, "PIECE_CHARS", 500)
+    pieces = tokenization.text_pieces(text)
+    assert len(pieces) > len(text) // 500 and max(map(len, pieces)) <= 500 and "".join(pieces) == text
+    calls = []
+    spy = mock.Mock(side_effect=lambda texts, **kwargs: calls.append(texts) or tokenizer(texts, **kwargs))
+    texts = ["A short one.", text, "", "Another short one."]
+    ids = tokenization.encode_in_pieces(spy, texts)
+    assert ids == tokenizer(texts, add_special_tokens=False)["input_ids"]
+    assert max(sum(map(len, call)) for call in calls) <= 500, "no call to tokenizers gets more than a piece"
+
+
+def test_training_on_long_documents_in_pieces_learns_the_same_vocabulary(train_texts, monkeypatch):
+    texts = [one_line(train_texts), "A short one."]
+    whole = {kind: train_tokenizer(texts, kind, vocab_size=500).get_vocab() for kind in TOKENIZER_KINDS}
+    monkeypatch.setattr(tokenization, "PIECE_CHARS", 500)
+    for kind in TOKENIZER_KINDS:
+        assert train_tokenizer(texts, kind, vocab_size=500).get_vocab() == whole[kind], kind
+    dataset = datasets.Dataset.from_dict({"text": texts})
+    assert train_tokenizer(dataset, "bpe", vocab_size=500).get_vocab() == whole["bpe"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from(list("ab'1.,  \t\n\u00a0\u3000é漢")), max_size=80))
+def test_byte_level_bpe_ids_do_not_depend_on_the_pieces(tokenizers, text):
+    """Cut just before a space that precedes a non-space character, the pieces tokenise as the whole text does."""
+    tokenizer = tokenizers["bpe"]
+    with mock.patch.object(tokenization, "PIECE_CHARS", 6):
+        pieces = tokenization.text_pieces(text)
+        ids = tokenization.encode_in_pieces(tokenizer, [text])
+    assert "".join(pieces) == text and all(len(piece) <= 6 for piece in pieces)
+    start = 0
+    for piece, after in itertools.pairwise(pieces):
+        window = text[start : start + 8]  # where the piece after may begin: positions 1 to 6, and the character next
+        if not (after[0] == " " and not after[1:2].isspace()):
+            assert not any(window[i] == " " and not window[i + 1 : i + 2].isspace() for i in range(1, 7)), window
+        start += len(piece)
+    if all(piece[0] == " " and not piece[1:2].isspace() for piece in pieces[1:]):  # no stretch without a space
+        assert ids == [tokenizer(text)["input_ids"]]
+
+
+def test_a_stretch_without_spaces_is_cut_where_it_reaches_the_piece_length(monkeypatch):
+    monkeypatch.setattr(tokenization, "PIECE_CHARS", 50)
+    assert list(map(len, tokenization.text_pieces("x" * 120))) == [50, 50, 20]
+    assert tokenization.text_pieces("") == [""]

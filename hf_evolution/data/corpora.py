@@ -10,8 +10,12 @@ which later ``map`` calls need to be cached by fingerprint.
 from __future__ import annotations
 
 import codecs
+import collections
+import csv
 import importlib.metadata
+import itertools
 import os
+import sys
 from pathlib import Path
 
 import datasets
@@ -40,6 +44,7 @@ def load_corpus(
     max_documents: int | None = None,
     split_names: dict[str, str] | None = None,
     cache_dir: str | None = None,
+    flag_separator: str = "-",
 ) -> datasets.DatasetDict:
     """Load a corpus as a ``DatasetDict`` with ``train``, ``validation`` and ``test`` splits.
 
@@ -64,9 +69,16 @@ def load_corpus(
     stratified by label when possible) and ``seed``, so the result is the same for the same arguments.
     ``max_documents`` keeps the first documents of each split (for quick runs). ``cache_dir`` is the
     ``datasets`` cache the corpus and every later ``map`` on it are written to.
+
+    Errors name the arguments as the command that calls spells its flags: ``flag_separator="-"`` for hf-evolution's
+    (``--text-column``), ``"_"`` for the example scripts' (``--text_column``).
     """
+
+    def flag(name: str) -> str:
+        return "--" + name.replace("_", flag_separator)
+
     if txt_mode not in TXT_MODES:
-        raise ValueError(f"txt_mode={txt_mode!r} is not one of {TXT_MODES}.")
+        raise ValueError(f"{flag('txt_mode')} {txt_mode!r} is not one of {', '.join(TXT_MODES)}.")
     if not (0 <= validation_split < 1 and 0 <= test_split < 1 and validation_split + test_split < 1):
         raise ValueError(
             f"validation_split={validation_split} and test_split={test_split} must be fractions in [0, 1) "
@@ -78,7 +90,10 @@ def load_corpus(
     if train_file is not None:
         raw = _load_files(train_file, validation_file, test_file, txt_mode, cache_dir)
     elif validation_file is not None or test_file is not None:
-        raise ValueError("validation_file and test_file need a train_file (or a file as name_or_path) too.")
+        raise ValueError(
+            f"{flag('validation_file')} and {flag('test_file')} need a {flag('train_file')} (or a data file as the "
+            "dataset) too."
+        )
     elif name == BBC_NEWS:
         raw = datasets.DatasetDict(train=_load_bbc_news(cache_dir))
     else:
@@ -95,7 +110,8 @@ def load_corpus(
         raise ValueError(f"{name} has no train split (it has {list(raw)}); name it with split_names={{'train': ...}}.")
     raw = datasets.DatasetDict({split: raw[split] for split in SPLITS if split in raw})
 
-    corpus = _standard_columns(raw, text_column, label_column, source=name if train_file is None else train_file)
+    source = name if train_file is None else train_file
+    corpus = _standard_columns(raw, text_column, label_column, source, flag)
     corpus = _make_splits(corpus, validation_split, test_split, seed)
     if max_documents is not None:
         corpus = datasets.DatasetDict(
@@ -150,18 +166,76 @@ def _load_files(train_file, validation_file, test_file, txt_mode, cache_dir) -> 
             f"Data files must share one format among {sorted(_FILE_BUILDERS)}; got {[str(p) for p in files.values()]}."
         )
     for path in files.values():
-        if not path.is_file():
-            raise FileNotFoundError(f"Data file {path} does not exist; check the path.")
-        if path.stat().st_size == 0:
-            raise ValueError(f"Data file {path} is empty; give a file with at least one document.")
-        _require_utf8(path)
+        check_data_file(path)
     builder = builders.pop()
     options = {"sample_by": txt_mode} if builder == "text" else {}
     data_files = {split: str(path) for split, path in files.items()}
-    raw = datasets.load_dataset(builder, data_files=data_files, cache_dir=cache_dir, **options)
+    try:
+        raw = datasets.load_dataset(builder, data_files=data_files, cache_dir=cache_dir, **options)
+    except datasets.exceptions.DatasetGenerationError as error:  # pandas' or Arrow's parser refused a file
+        raise ValueError(
+            f"Cannot read data file {' or '.join(data_files.values())}: {error.__cause__ or error}"
+        ) from error
     if builder == "text":
         raw = raw.map(_strip_texts, batched=True, desc="Stripping documents")
     return raw
+
+
+def check_data_file(path: str | os.PathLike) -> None:
+    """Refuse a data file that `load_corpus` could not read, with a message naming it and what is wrong: missing,
+    empty, not UTF-8, or (for ``.csv``) a row whose fields do not match the header. Cheap enough to run before any
+    work (one read of the file); the example scripts do."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Data file {path} does not exist; check the path.")
+    if path.stat().st_size == 0:
+        raise ValueError(f"Data file {path} is empty; give a file with at least one document.")
+    _require_utf8(path)
+    if path.suffix == ".csv":
+        _require_csv_rows(path)
+
+
+def _require_csv_rows(path: Path) -> None:
+    """pandas (inside datasets) fails with a traceback on a row with too many fields or an unclosed quote, and
+    silently fills a row with too few with nulls: name the row and what is wrong with it instead."""
+    limit = csv.field_size_limit()
+    csv.field_size_limit(sys.maxsize)  # a long document is one long field
+    try:
+        with path.open(newline="", encoding="utf-8") as file:
+            reader = csv.reader(file)  # the dialect pandas reads by default
+            header, start, end, bad = [], 1, 0, None
+            for row in reader:
+                start, end = end + 1, reader.line_num  # the lines the row spans
+                if row and not header:
+                    header = row
+                elif row and len(row) != len(header):
+                    bad = row
+                    break
+            last = bad is None or next(reader, None) is None
+        if last and _ends_inside_quotes(path, start):
+            problem = "opens a quote that is never closed, so the rest of the file reads as one field"
+        elif bad is not None:
+            problem = f"has {len(bad)} field(s), the header {len(header)} ({', '.join(header)})"
+        else:
+            return
+        raise ValueError(
+            f"Data file {path} is not well-formed CSV: the row at line {start} {problem}. Quote a field that holds "
+            'a comma ("a, b"), double a quote inside one ("say ""hi"""), and close every quote.'
+        )
+    except csv.Error as error:
+        raise ValueError(f"Data file {path} is not well-formed CSV (line {reader.line_num}): {error}.") from None
+    finally:
+        csv.field_size_limit(limit)
+
+
+def _ends_inside_quotes(path: Path, start: int) -> bool:
+    """Whether the file, read from line `start`, ends inside a quoted field (only a strict reader tells)."""
+    with path.open(newline="", encoding="utf-8") as file:
+        try:
+            collections.deque(csv.reader(itertools.islice(file, start - 1, None), strict=True), maxlen=0)
+        except csv.Error as error:
+            return "unexpected end of data" in str(error)
+    return False
 
 
 def _require_utf8(path: Path) -> None:
@@ -189,18 +263,21 @@ def _is_not_empty(batch, text_column):
     return [text is not None and text.strip() != "" for text in batch[text_column]]
 
 
-def _standard_columns(raw, text_column, label_column, source) -> datasets.DatasetDict:
+def _standard_columns(raw, text_column, label_column, source, flag) -> datasets.DatasetDict:
     """Rename the text and label columns to ``text`` and ``label``, drop empty documents, make labels ClassLabels."""
     train = raw["train"]
+    given = {"text_column": text_column, "label_column": label_column}
     if text_column is None:
-        text_column = _infer_text_column(train, source)
+        text_column = _infer_text_column(train, source, flag)
     if label_column is None:
         label_column = next((name for name in ("label", "labels") if name in train.column_names), None)
     for split, ds in raw.items():
-        for column in (text_column, label_column):
+        for column, name in ((text_column, "text_column"), (label_column, "label_column")):
             if column is not None and column not in ds.column_names:
+                hint = f" (given as {flag(name)})" if given[name] is not None else ""
                 raise ValueError(
-                    f"Column {column!r} is not in the {split} split of {source}; its columns are {ds.column_names}."
+                    f"Column {column!r}{hint} is not in the {split} split of {source}; its columns are "
+                    f"{ds.column_names}."
                 )
     renames = {old: new for old, new in ((text_column, "text"), (label_column, "label")) if old and old != new}
     raw = raw.rename_columns(renames)
@@ -213,7 +290,7 @@ def _standard_columns(raw, text_column, label_column, source) -> datasets.Datase
     return raw
 
 
-def _infer_text_column(train: datasets.Dataset, source) -> str:
+def _infer_text_column(train: datasets.Dataset, source, flag) -> str:
     if "text" in train.column_names:
         return "text"
     strings = [
@@ -224,7 +301,7 @@ def _infer_text_column(train: datasets.Dataset, source) -> str:
     if len(strings) != 1:
         raise ValueError(
             f"Cannot tell which column of {source} holds the text: columns {train.column_names}, string columns "
-            f"{strings}. Pass text_column=."
+            f"{strings}. Name it with {flag('text_column')}, or call that column 'text'."
         )
     return strings[0]
 

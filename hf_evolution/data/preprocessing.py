@@ -9,9 +9,13 @@ tokenising again.
 
 from __future__ import annotations
 
+import itertools
+
 import datasets
 import numpy as np
 import pyarrow.compute as pc
+
+from .. import tokenization
 
 
 def _per_split(data, process):
@@ -47,8 +51,7 @@ def _end_of_document_id(tokenizer) -> int:
 
 
 def _tokenize_with_eos(batch, tokenizer, text_column, eos_token_id):
-    # verbose=False: whole documents are longer than model_max_length on purpose; packing cuts them.
-    ids = tokenizer(batch[text_column], add_special_tokens=False, verbose=False)["input_ids"]
+    ids = tokenization.encode_in_pieces(tokenizer, batch[text_column])  # a long document in bounded pieces
     return {"input_ids": [doc + [eos_token_id] for doc in ids]}
 
 
@@ -168,7 +171,11 @@ def batchify_for_lm(
 
 
 def _tokenize_truncated(batch, tokenizer, text_column, max_length):
-    return tokenizer(batch[text_column], truncation=True, max_length=max_length)
+    # Only the start of a document is kept: tokenise its first piece(s), far more than max_length tokens, not all of
+    # a long one (see tokenization.text_pieces; 64 characters a token is more than any tokenizer's tokens average).
+    head = max(tokenization.PIECE_CHARS, 64 * max_length)
+    texts = [tokenization.text_pieces(text, head)[0] for text in batch[text_column]]
+    return tokenizer(texts, truncation=True, max_length=max_length)
 
 
 def tokenize_for_classification(
@@ -276,6 +283,14 @@ def align_token_labels(
     return _per_split(data, process)
 
 
+def _count_words(text: str) -> int:
+    """``len(text.split())`` without a list of every word of a long document at once."""
+    pieces = tokenization.text_pieces(text)
+    # A piece cut inside a word (a stretch without spaces, see text_pieces) must not count that word twice.
+    split_words = sum(not a[-1].isspace() and not b[0].isspace() for a, b in itertools.pairwise(pieces))
+    return sum(len(piece.split()) for piece in pieces) - split_words
+
+
 def corpus_stats(data, tokenizer=None, *, text_column: str = "text", num_proc: int | None = None) -> dict:
     """Documents, whitespace-separated words and UTF-8 bytes of the text, and tokens if a tokenizer is given.
 
@@ -288,7 +303,7 @@ def corpus_stats(data, tokenizer=None, *, text_column: str = "text", num_proc: i
         _require_columns(dataset, split, text_column)
         stats = {"documents": len(dataset), "words": 0, "bytes": 0}
         for batch in dataset.select_columns([text_column]).iter(batch_size=1000):
-            stats["words"] += sum(len(text.split()) for text in batch[text_column])
+            stats["words"] += sum(_count_words(text) for text in batch[text_column])
             stats["bytes"] += sum(len(text.encode("utf-8")) for text in batch[text_column])
         if tokenizer is not None:
             documents = tokenize_documents(dataset, tokenizer, text_column=text_column, num_proc=num_proc)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
-from ..data import BBC_NEWS
+from ..data import BBC_NEWS, TXT_MODES
 from ..families import MODEL_FAMILIES, SIZES
 from ..tokenization import TOKENIZER_KINDS
 
@@ -97,7 +97,10 @@ class ScriptDataArguments:
     text_column: str | None = field(default=None, metadata={"help": "The column holding the text (inferred)."})
     txt_mode: str = field(
         default="line",
-        metadata={"help": "For .txt files: 'line' (a document per line) or 'paragraph' (blank-line separated)."},
+        metadata={
+            "help": "For .txt files: 'line' (a document per line) or 'paragraph' (blank-line separated).",
+            "choices": TXT_MODES,
+        },
     )
     tokenizer_kind: str = field(
         default="bpe",

@@ -16,7 +16,8 @@ import torch
 import transformers
 from transformers import AutoConfig, PreTrainedModel, TrainingArguments
 
-from ..data import BBC_NEWS, check_data_file, load_corpus
+from ..data import BBC_NEWS, load_corpus
+from ..data.corpora import check_data_file
 from ..families import (
     TASKS,
     build_model,
@@ -44,7 +45,8 @@ SCRIPT_OUTPUTS = (
 
 def check_arguments(model_args, data_args, task: str) -> None:
     """What can be checked from the arguments alone, before the output folder is touched: the family, the size and
-    the config overrides (built once on the meta device), and that the data files exist."""
+    the config overrides (keys the family's config has, built once on the meta device), and that the data files
+    exist and can be read (`check_data_file`)."""
     if model_args.model_name_or_path is not None:
         if model_args.config_overrides:
             raise ValueError("--config_overrides applies to models trained from scratch, not to --model_name_or_path.")
@@ -73,8 +75,9 @@ def check_config_keys(model_type: str, overrides: dict) -> None:
     for key in overrides:
         if not hasattr(config, key):
             known = [*config.to_dict(), *getattr(config, "attribute_map", {}), "num_labels"]
+            known = sorted({name for name in known if not name.startswith("_") and name != "transformers_version"})
             close = difflib.get_close_matches(key, known, n=1)
-            suggestion = f"; did you mean {close[0]}?" if close else f"; its fields are {', '.join(sorted(known))}."
+            suggestion = f"; did you mean {close[0]}?" if close else f"; its fields are {', '.join(known)}."
             raise ValueError(f"--config_overrides {key}: {model_type}'s config has no field {key!r}{suggestion}")
 
 
@@ -238,9 +241,9 @@ def in_process_group() -> bool:
 
 def run_script(main, name: str) -> int:
     """Run a script's `main()`: what a user got wrong is one line and exit code 2, Ctrl-C one line and exit code 130
-    (as the shell's 128 + SIGINT), a bug keeps its traceback. The
-    process group is left at the end, once every process got there: gloo worker threads alive at exit, or a process
-    leaving while another still works, can abort a good distributed run."""
+    (the shell's 128 + SIGINT), a bug keeps its traceback. The process group is left at the end, once every process
+    got there: gloo worker threads alive at exit, or a process leaving while another still works, can abort a good
+    distributed run."""
     try:
         main()
         if in_process_group():
