@@ -3,8 +3,10 @@
 Each model gets the same training tokens (or seconds), the same shared tokenizer trained on the training split, and
 a size with the same non-embedding parameter count. Results are written the moment each model finishes
 (results.json, .csv, .md and PNG plots), each trained model is saved as a checkpoint with its model card, and
-`--resume` continues an interrupted run without redoing finished models. `--seeds N` trains every model once per
-seed and reports each figure's mean and spread, with ranks only where the 95% intervals separate the models.
+`--resume` continues an interrupted run (Ctrl-C, a kill) with the settings it was started with, without redoing
+finished models. `--seeds N` trains every model once per seed and reports each figure's mean and spread, with ranks
+only where the 95% intervals separate the models. A model whose loss becomes NaN is reported as diverged, unranked,
+and never chosen by a learning-rate sweep.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import argparse
 from ..runs import default_run_dir, open_run_folder, write_json
 from .experiment import load_results, new_results, run_comparison
 from .report import OUTPUTS, PLOTS, SCHEMA_VERSION
-from .settings import PRESETS, TASKS, add_arguments, run_settings
+from .settings import PRESETS, TASKS, add_arguments, command_line, resume_conflicts, run_settings
 
 __all__ = ["PRESETS", "add_parser", "run"]
 
@@ -43,6 +45,17 @@ def run(args) -> int:
                 f"{results.get('schema_version', 1)}, this one resumes {SCHEMA_VERSION}); start a new run."
             )
         settings = results["settings"]
+        conflicts = resume_conflicts(args, settings)
+        if conflicts:
+            started = settings.get("options")
+            raise ValueError(
+                f"--resume continues the run in {folder.path} with the settings it was started with, and "
+                f"{', '.join(conflicts)} would change them"
+                + (f" (it was started as: {command_line(started)})" if started is not None else "")
+                + ". Leave them out, or start a new run in another --output."
+            )
+        if args.device is not None:  # where this process trains, not what the run is
+            settings = {**settings, "device": args.device}
         print(f"Resuming {folder.path}: {len(results['runs'])} model(s) finished, settings as first run.")
     else:
         settings = run_settings(args)
@@ -51,6 +64,7 @@ def run(args) -> int:
             overwrite=args.overwrite,
             protected=[settings["dataset"], settings["tokenizer"], settings["pretrained_bert"]],
         )
+        args.output = str(folder.path)  # for the message of an interrupted run: `--resume --output` this folder
         folder.claim(*OUTPUTS, "tokenizer", "models", *(f"{task}_{plot}" for task in TASKS for plot in PLOTS))
         results = new_results(settings)
         write_json(folder.path / "results.json", results)

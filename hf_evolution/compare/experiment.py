@@ -18,11 +18,12 @@ from ..data import batchify_for_lm, corpus_stats, load_corpus, pack_for_lm, toke
 from ..evaluation import stream_loss
 from ..families import MISSING_HEADS, RECURRENT_FAMILIES, TASKS, build_model, label_fields, parameter_counts, shape
 from ..metrics import classification_compute_metrics, lm_metrics
-from ..runs import PeakMemory, best_time, environment, pick_device, seed_everything, shared_tokenizer
+from ..runs import PeakMemory, best_time, environment, finite_or_null, pick_device, seed_everything, shared_tokenizer
 from ..tokenization import load_tokenizer
 from ..training import EvolutionTrainer, EvolutionTrainingArguments, last_complete_checkpoint
 from .report import SCHEMA_VERSION, UNITS, write_outputs
 from .settings import SWEEP_METRICS, Preset
+from .statistics import is_finite, is_quality
 
 
 def run_comparison(folder, settings: dict, results: dict) -> int:
@@ -97,8 +98,15 @@ def run_comparison(folder, settings: dict, results: dict) -> int:
                 tried = any(row["learning_rate"] == rate for row in sweep["trials"])
                 name = f"{task}-{family}-lr{rate:g}-seed{seeds[0]}"
                 trial(task, family, seeds[0], rate, name, into=sweep["trials"], finished=tried)
-            chosen = min(sweep["trials"], key=lambda row: row[sweep["metric"]])
-            sweep["chosen"] = learning_rate = chosen["learning_rate"]
+            chosen = chosen_trial(sweep["trials"], sweep["metric"])
+            sweep["chosen"] = learning_rate = chosen and chosen["learning_rate"]
+            if chosen is None:  # recorded, and the report says so; the other models still train
+                write_outputs(run_dir, results)
+                for seed in seeds[1:]:
+                    progress.skip(
+                        f"{task} {family} seed {seed}", "not trained: every learning rate of its sweep diverged"
+                    )
+                continue
             if seeds[0] not in done:
                 results["runs"].append(chosen)
                 write_outputs(run_dir, results)
@@ -117,6 +125,12 @@ def sweep_grid(settings: dict, task: str, family: str) -> list[float] | None:
     return (settings["lr_sweep"] or {}).get(task, {}).get(family)
 
 
+def chosen_trial(trials: list[dict], metric: str) -> dict | None:
+    """The sweep's trial with the lowest `metric`: a diverged trial never wins, and none does if every one diverged."""
+    finished = [row for row in trials if not row.get("diverged") and is_finite(row.get(metric))]
+    return min(finished, key=lambda row: row[metric], default=None)
+
+
 def trials_of(settings: dict, task: str, family: str) -> int:
     """How many trainings a model takes: one per seed, and a sweep's grid in place of the first seed's."""
     grid = sweep_grid(settings, task, family)
@@ -133,9 +147,9 @@ class Progress:
         self.index += 1
         print(f"[{self.index}/{self.total}] {what}")
 
-    def skip(self, what: str) -> None:
+    def skip(self, what: str, why: str = "finished earlier, skipped") -> None:
         self.index += 1
-        print(f"[{self.index}/{self.total}] {what}: finished earlier, skipped")
+        print(f"[{self.index}/{self.total}] {what}: {why}")
 
 
 def sweep_entry(results: dict, task: str, family: str, grid: list[float]) -> dict:
@@ -381,8 +395,7 @@ def train_and_measure(
         metrics = trainer.evaluate(eval_dataset=data["sets"][split], metric_key_prefix=prefix)
         row[f"{prefix}_loss"] = metrics[f"{prefix}_loss"]
         if task == "lm":
-            stats = data["stats"][split]
-            derived = lm_metrics(metrics[f"{prefix}_loss"], stats["tokens"], stats["bytes"])
+            derived = lm_figures(metrics[f"{prefix}_loss"], data["stats"][split])
             row[f"{prefix}_perplexity"] = derived["perplexity"]
             row[f"{prefix}_bits_per_byte"] = derived["bits_per_byte"]
         else:
@@ -393,14 +406,18 @@ def train_and_measure(
             total, count, row["stream_protocol"] = stream_loss(
                 trainer.model, data["streams"][split], block_size=preset.block_size
             )
-            stats = data["stats"][split]
-            derived = lm_metrics(total / count, stats["tokens"], stats["bytes"])
+            derived = lm_figures(total / count, data["stats"][split])
             row[f"{prefix}_stream_perplexity"] = derived["perplexity"]
             row[f"{prefix}_stream_bits_per_byte"] = derived["bits_per_byte"]
     if task == "lm":
         row["generation_tokens_per_second"] = generation_speed(
             trainer.model, model_tokenizer, preset.generation_tokens
         )
+    # A diverged model (a loss that is not a number, or a perplexity past float's range) is kept and reported as
+    # such, its non-finite figures as None: the model card leaves them out and results.json writes them as null.
+    row["diverged"] = not all(is_finite(value) for key, value in row.items() if is_quality(key))
+    row["diverged"] |= not is_finite(row["curve"][-1]["val_loss"])
+    row = finite_or_null(row)
     trainer.card_results.update(
         {key.replace("val_", "eval_"): value for key, value in row.items() if key.startswith(("val_", "test_"))}
     )
@@ -410,6 +427,15 @@ def train_and_measure(
             folder.remove(stale)
     row["wall_seconds"] = round(time.perf_counter() - started, 2)
     return row
+
+
+def lm_figures(loss: float, stats: dict) -> dict:
+    """`lm_metrics` of a split, with the perplexity of a loss past `math.exp`'s range (above about 709 nats per
+    token: a diverged model) infinite instead of an OverflowError."""
+    try:
+        return lm_metrics(loss, stats["tokens"], stats["bytes"])
+    except OverflowError:
+        return {"perplexity": math.inf, "bits_per_byte": loss * stats["tokens"] / (math.log(2) * stats["bytes"])}
 
 
 def comparison_model(task, family, tokenizer, corpus, preset, settings, seed):

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import statistics
 from pathlib import Path
 
 from ..families import MISSING_HEADS
 from ..reporting import FAMILY_COLORS, format_value, markdown_table, new_figure, save_figure
 from ..runs import write_json, write_text
-from .statistics import MIN_SEEDS_FOR_INTERVAL, RANKED_FIGURES, is_quality, ranking, summarize
+from .statistics import MIN_SEEDS_FOR_INTERVAL, RANKED_FIGURES, is_finite, is_quality, ranking, summarize
 
 OUTPUTS = ("results.json", "results.csv", "results_per_seed.csv", "results.md")
 PLOTS = ("validation_loss.png", "quality_vs_parameters.png", "throughput.png")  # each prefixed by the task
@@ -42,6 +43,8 @@ UNITS = {
     "optimizer": "adamw (weight decay 0.01) or sgd (plain, no weight decay); 5% warmup, then linear decay",
     "perplexity and bits_per_byte (val_, test_)": "blocks of block_size tokens, each read from nothing",
     "stream_perplexity and stream_bits_per_byte": "the whole split read as one stream, as stream_protocol says",
+    "diverged": "the model's loss became NaN or infinite, or its perplexity passed float's range: figures that are "
+    "not numbers are null, and its model's summary has no quality figure and no rank (diverged_seeds)",
 }
 
 
@@ -117,12 +120,37 @@ def csv_text(rows: list[dict]) -> str:
 
 
 def with_spread(row: dict) -> dict:
-    """A summary row for display: each quality figure as `mean ± std` once there are two seeds."""
+    """A summary row for display: each quality figure as `mean ± std` once there are two seeds, and `diverged`
+    where a diverged model has none."""
     shown = dict(row)
+    if is_finite(row.get("learning_rate")):
+        shown["learning_rate"] = f"{row['learning_rate']:g}"
     for key, value in row.items():
         if row.get(f"{key}_std") is not None:
             shown[key] = f"{format_value(value)} ± {format_value(row[f'{key}_std'])}"
+        elif value is None and is_quality(key) and row.get("diverged_seeds"):
+            shown[key] = "diverged"
     return shown
+
+
+def diverged_lines(rows: list[dict], seeds: list[int]) -> list[str]:
+    """Which models diverged, with which seeds: what the empty figures and the missing ranks mean."""
+    lines = []
+    for row in rows:
+        diverged = row.get("diverged_seeds")
+        if not diverged:
+            continue
+        which = (
+            ""
+            if len(seeds) == 1
+            else f" with {len(diverged)} of its {row['n_seeds']} seeds ({', '.join(map(str, diverged))})"
+        )
+        rate = f" at lr {row['learning_rate']:g}" if is_finite(row.get("learning_rate")) else ""
+        lines.append(
+            f"- {row['model']} diverged{which}{rate}: its loss became NaN or too large for a float, so it has no "
+            "mean quality figure and no rank; results_per_seed.csv holds each seed's figures."
+        )
+    return ["Diverged:", "", *lines, ""] if lines else []
 
 
 def results_markdown(results: dict) -> str:
@@ -174,7 +202,13 @@ def results_markdown(results: dict) -> str:
             for family in settings["requested_models"]
             if family in MISSING_HEADS[task]
         ]
+        missing += [
+            {"model": f"{entry['model']}: not run, every learning rate of its sweep diverged"}
+            for entry in results["lr_sweep"]
+            if entry["task"] == task and all_diverged(entry)
+        ]
         lines += [markdown_table([with_spread(row) for row in task_rows] + missing, columns), ""]
+        lines += diverged_lines(task_rows, seeds)
         if len(seeds) >= MIN_SEEDS_FOR_INTERVAL:
             lines += interval_lines(task_rows, columns)
         for key, lower_is_better in RANKED_FIGURES[task].items():
@@ -231,17 +265,20 @@ def ranking_lines(rows: list[dict], key: str, header: str, lower_is_better: bool
     entries = ranking(rows, key, lower_is_better)
     direction = "lower" if lower_is_better else "higher"
     if entries[0]["best_rank"] is None:
+        names = [entry["model"] for entry in entries if not entry["diverged"]]
+        diverged = [entry["model"] for entry in entries if entry["diverged"]]
         return [
-            f"Order by {header}, best first: {', '.join(entry['model'] for entry in entries)} (not tested: an "
-            f"interval needs {MIN_SEEDS_FOR_INTERVAL} seeds of every model).",
+            f"Order by {header}, best first: {', '.join(names) or 'none'} (not tested: an interval needs "
+            f"{MIN_SEEDS_FOR_INTERVAL} seeds of every model)."
+            + (f" Diverged: {', '.join(diverged)}." if diverged else ""),
             "",
         ]
     table = [
         {
             "rank": rank_text(entry),
             "model": entry["model"],
-            "mean": entry["mean"],
-            "interval": f"{format_value(entry['ci95'][0])} to {format_value(entry['ci95'][1])}",
+            "mean": "diverged" if entry["diverged"] else entry["mean"],
+            "interval": "-" if entry["diverged"] else " to ".join(map(format_value, entry["ci95"])),
             "better_than": ", ".join(entry["better_than"]) or "-",
         }
         for entry in entries
@@ -264,7 +301,9 @@ def ranking_lines(rows: list[dict], key: str, header: str, lower_is_better: bool
 
 
 def rank_text(entry: dict) -> str:
-    """A rank, or the range of ranks the intervals leave open (a tie)."""
+    """A rank, or the range of ranks the intervals leave open (a tie); none for a diverged model."""
+    if entry["diverged"]:
+        return "-"
     if entry["tied"]:
         return f"{entry['best_rank']}–{entry['worst_rank']}"
     return str(entry["best_rank"])
@@ -275,8 +314,8 @@ def sweep_lines(sweeps: list[dict], seed: int) -> list[str]:
     grid = sorted({rate for entry in sweeps for rate in entry["grid"]})
     rows = []
     for entry in sweeps:
-        tried = {row["learning_rate"]: f"{row[metric]:.4g}" for row in entry["trials"]}
-        row = {"model": entry["model"], "chosen": entry["chosen"]}
+        tried = {row["learning_rate"]: sweep_figure(row, metric) for row in entry["trials"]}
+        row = {"model": entry["model"], "chosen": "none: all diverged" if all_diverged(entry) else entry["chosen"]}
         row.update({f"lr {rate:g}": tried.get(rate) for rate in grid})
         rows.append(row)
     columns = {"model": "model", **{f"lr {rate:g}": f"lr {rate:g}" for rate in grid}, "chosen": "chosen lr"}
@@ -288,17 +327,33 @@ def sweep_lines(sweeps: list[dict], seed: int) -> list[str]:
     ]
 
 
+def sweep_figure(trial: dict, metric: str) -> str:
+    if trial.get("diverged") or not is_finite(trial.get(metric)):
+        return "diverged"
+    return f"{trial[metric]:.4g}"
+
+
+def all_diverged(sweep: dict) -> bool:
+    """Whether every learning rate of a finished sweep diverged, so that the model has no run."""
+    trials = sweep["trials"]
+    return len(trials) == len(sweep["grid"]) and all(
+        sweep_figure(row, sweep["metric"]) == "diverged" for row in trials
+    )
+
+
 def mean_curve(rows: list[dict]) -> dict[str, list[float]]:
     """The validation curve over seeds, point by point (seeds evaluate at the same steps): the mean tokens, seconds
-    and loss, and the lowest and highest loss."""
+    and loss, and the lowest and highest loss. A loss that is not a number (a diverged model) is NaN, which
+    matplotlib leaves out: the mean line stops where a seed diverged, the band shows the others."""
     length = min(len(row["curve"]) for row in rows)
     points = [[row["curve"][index] for row in rows] for index in range(length)]
+    losses = [[point["val_loss"] if is_finite(point["val_loss"]) else math.nan for point in seeds] for seeds in points]
     return {
         "tokens": [statistics.fmean(point["tokens"] for point in seeds) for seeds in points],
         "seconds": [statistics.fmean(point["seconds"] for point in seeds) for seeds in points],
-        "loss": [statistics.fmean(point["val_loss"] for point in seeds) for seeds in points],
-        "low": [min(point["val_loss"] for point in seeds) for seeds in points],
-        "high": [max(point["val_loss"] for point in seeds) for seeds in points],
+        "loss": [statistics.fmean(values) for values in losses],
+        "low": [min(filter(math.isfinite, values), default=math.nan) for values in losses],
+        "high": [max(filter(math.isfinite, values), default=math.nan) for values in losses],
     }
 
 
@@ -329,6 +384,8 @@ def plot_task(run_dir: Path, task: str, runs: list[dict], summary: list[dict]) -
     figure, axes = new_figure()
     quality = "test_perplexity" if task == "lm" else "test_accuracy"
     for row in summary:
+        if not is_finite(row[quality]):  # diverged: named in the title instead
+            continue
         color = FAMILY_COLORS.get(row["model"].split("-")[0], "gray")
         x, y = row["params_non_embedding"], row[quality]
         axes.errorbar(x, y, yerr=row[f"{quality}_std"], fmt="o", markersize=9, capsize=4, color=color)
@@ -336,7 +393,10 @@ def plot_task(run_dir: Path, task: str, runs: list[dict], summary: list[dict]) -
     axes.set_xscale("log")
     axes.set_xlabel("non-embedding parameters")
     axes.set_ylabel("test perplexity (lower is better)" if task == "lm" else "test accuracy (higher is better)")
-    axes.set_title("Quality against parameters")
+    diverged = [row["model"] for row in summary if not is_finite(row[quality])]
+    axes.set_title(
+        "Quality against parameters" + (f" (diverged, not shown: {', '.join(diverged)})" if diverged else "")
+    )
     axes.grid(alpha=0.3)
     save_figure(figure, run_dir / f"{task}_{PLOTS[1]}")
 
@@ -355,7 +415,7 @@ def plot_task(run_dir: Path, task: str, runs: list[dict], summary: list[dict]) -
         )
         axes.bar(
             [p + width / 2 for p in positions],
-            [row["generation_tokens_per_second"] for row in summary],
+            [row["generation_tokens_per_second"] or math.nan for row in summary],
             width,
             color=colors,
             alpha=0.45,

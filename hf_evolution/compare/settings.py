@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
+import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..configuration_recurrent import POOLING_MODES
 from ..data import BBC_NEWS
-from ..families import MISSING_HEADS, MODEL_FAMILIES, MODEL_GROUPS, SIZES, requested_models
+from ..families import MISSING_HEADS, MODEL_FAMILIES, MODEL_GROUPS, RECURRENT_FAMILIES, SIZES, requested_models
+from ..runs import check_seed
 from ..tokenization import TOKENIZER_KINDS
 
 TASKS = ("lm", "classify")
@@ -50,6 +53,24 @@ SWEEP_GRIDS = {"adamw": (1e-3, 3e-3, 1e-2), "sgd": (10.0, 20.0, 40.0), "bert-pre
 SWEEP_METRICS = {"lm": "val_stream_perplexity", "classify": "val_loss"}
 # Recurrent networks clip gradients harder (0.25, as in the AWD-LSTM and Zaremba et al. setups).
 MAX_GRAD_NORMS = {"rnn": 0.25, "lstm": 0.25, "gru": 0.25}
+# Every model trains once per seed: a thousand seeds is already days of training at the default preset.
+MAX_SEEDS = 1000
+# What an option left out means. Every option's argparse default is None, so that a run can tell what the user gave:
+# options that would change nothing are refused, and so are options that would change a run --resume continues.
+DEFAULTS = {
+    "task": "both",
+    "models": "classic",
+    "preset": "default",
+    "dataset": BBC_NEWS,
+    "tokenizer": "bpe",
+    "protocol": "best",
+    "pooling": "last",
+    "seed": 42,
+    "seeds": 1,
+    "device": "auto",
+}
+# Options that say where and how this process runs, not what the run is: --resume takes them as given.
+PROCESS_OPTIONS = ("device", "output", "overwrite", "resume")
 
 
 @dataclass(frozen=True)
@@ -152,12 +173,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--task",
         choices=(*TASKS, "both"),
-        default="both",
         help="language modelling, topic classification, or both (default)",
     )
     parser.add_argument(
         "--models",
-        default="classic",
         help=f"comma-separated families out of {', '.join(MODEL_FAMILIES)}, or groups: "
         + "; ".join(f"{name} = {','.join(families)}" for name, families in MODEL_GROUPS.items())
         + " (default: classic). Tables list them in this order, the order of the line",
@@ -165,8 +184,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preset",
         choices=list(PRESETS),
-        default="default",
-        help="smoke (a minute, for tests), default (8 to 15 min on 2 CPU cores), full (for a GPU)",
+        help="smoke (a minute, for tests), default (8 to 15 min on 2 CPU cores; the default), full (for a GPU)",
     )
     parser.add_argument("--size", choices=list(SIZES), help="model size (overrides the preset's)")
     parser.add_argument("--budget-tokens", type=int, help="training tokens per model (overrides the preset's)")
@@ -175,17 +193,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--block-size", type=int, help="tokens per language-modelling sequence (preset's)")
     parser.add_argument("--max-length", type=int, help="tokens kept per document for classification (preset's)")
     parser.add_argument(
-        "--dataset", default=BBC_NEWS, help=f"'{BBC_NEWS}' (embedded), a .txt/.csv/.json(l) file, or a Hub dataset id"
+        "--dataset", help=f"'{BBC_NEWS}' (embedded, the default), a .txt/.csv/.json(l) file, or a Hub dataset id"
     )
     parser.add_argument("--dataset-config", help="the Hub dataset's configuration name")
     parser.add_argument("--text-column", help="the column holding the text (inferred if unset)")
     parser.add_argument("--label-column", help="the column holding the label (inferred if unset)")
     parser.add_argument(
         "--tokenizer",
-        default="bpe",
-        help=f"{', '.join(TOKENIZER_KINDS)} (trained on the training split) or a tokenizer folder / Hub id",
+        help=f"{', '.join(TOKENIZER_KINDS)} (trained on the training split; default: bpe), or a tokenizer folder or "
+        "Hub id",
     )
-    parser.add_argument("--vocab-size", type=int, help="vocabulary of a trained tokenizer")
+    parser.add_argument(
+        "--vocab-size", type=int, help="vocabulary of a trained tokenizer (--tokenizer bpe, word, char)"
+    )
     parser.add_argument(
         "--pretrained-bert",
         help="also fine-tune a pretrained BERT for classification: a folder, a Hub id, or 'minilm' (the MiniLM of "
@@ -207,7 +227,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--protocol",
         choices=PROTOCOLS,
-        default="best",
         help="how the language models train: best (default), each family its own best way as measured on the default "
         "preset (BEST_LM_RECIPES; today every family on shuffled blocks, AdamW at its own rate); common, every model "
         "on shuffled blocks read from nothing with AdamW; stateful, the recurrent ones as contiguous streams with "
@@ -227,39 +246,63 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pooling",
         choices=POOLING_MODES,
-        default="last",
         help="how recurrent classifiers summarise a document: the state after its last token (default), or the mean "
         "or maximum of the states over its tokens",
     )
-    parser.add_argument("--seed", type=int, default=42, help="the first seed, and the seed of the data splits")
+    parser.add_argument("--seed", type=int, help="the first seed, and the seed of the data splits (default: 42)")
     parser.add_argument(
         "--seeds",
         type=parse_seeds,
-        default=1,
-        help="train every model once per seed: a count (N seeds from --seed up) or a comma-separated list. Model "
-        "initialisation and data order change with the seed; the tokenizer and the splits do not (default: 1)",
+        help=f"train every model once per seed: a count (N seeds from --seed up, at most {MAX_SEEDS}) or a "
+        "comma-separated list. Model initialisation and data order change with the seed; the tokenizer and the splits "
+        "do not (default: 1)",
     )
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train (default: auto)")
     parser.add_argument("--output", help="run folder (default: runs/compare-<timestamp>)")
     parser.add_argument("--overwrite", action="store_true", help="replace the run --output holds (only what it wrote)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --output, skipping finished models")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --output with the settings it was started with, skipping finished models; options "
+        "that would change those settings are refused (--device may change)",
+    )
 
 
 def parse_seeds(text: str) -> int | list[int]:
-    """`--seeds 3` (a count) or `--seeds 1,2,3` (the seeds themselves)."""
+    """`--seeds 3` (a count) or `--seeds 1,2,3` (the seeds themselves); `run_settings` checks their bounds."""
     try:
         values = [int(value) for value in text.split(",") if value.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a count or a comma-separated list of integers, got {text!r}"
-        ) from None
-    if not values or ("," not in text and values[0] < 1) or len(set(values)) != len(values):
-        raise argparse.ArgumentTypeError(f"expected a positive count or distinct seeds, got {text!r}")
+        values = []
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected a count or a comma-separated list of integers, got {text!r}")
     return values if "," in text else values[0]
 
 
 def seed_list(seed: int, seeds: int | list[int]) -> list[int]:
-    return list(seeds) if isinstance(seeds, list) else [seed + offset for offset in range(seeds)]
+    """The seeds of `--seed` and `--seeds`, each checked, and their number bounded before the list is built."""
+    check_seed(seed, "--seed")
+    if isinstance(seeds, list):
+        if len(seeds) > MAX_SEEDS:
+            raise ValueError(f"--seeds lists {len(seeds)} seeds; at most {MAX_SEEDS} (every model trains per seed).")
+        repeated = sorted({value for value in seeds if seeds.count(value) > 1})
+        if repeated:
+            raise ValueError(f"--seeds lists {', '.join(map(str, repeated))} more than once; list each seed once.")
+        for value in seeds:
+            check_seed(value, "--seeds")
+        return list(seeds)
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise ValueError(
+            f"--seeds takes a count from 1 to {MAX_SEEDS} (every model trains once per seed), or a comma-separated "
+            f"list of seeds; got {seeds}."
+        )
+    check_seed(seed + seeds - 1, f"--seeds {seeds} from --seed {seed}: the last seed")
+    return [seed + offset for offset in range(seeds)]
+
+
+def is_finite_positive(value: float) -> bool:
+    """Positive, and for a float neither inf nor nan (an int is always finite)."""
+    return value > 0 and (math.isfinite(value) if isinstance(value, float) else True)
 
 
 def sweep_grids(lr_sweep: str | None, recipes: dict) -> dict | None:
@@ -271,8 +314,8 @@ def sweep_grids(lr_sweep: str | None, recipes: dict) -> dict | None:
             grid = sorted({float(value) for value in lr_sweep.split(",") if value.strip()})
         except ValueError:
             raise ValueError(f"--lr-sweep takes comma-separated learning rates, got {lr_sweep!r}.") from None
-        if not grid or min(grid) <= 0:
-            raise ValueError(f"--lr-sweep needs positive learning rates, got {lr_sweep!r}.")
+        if not grid or not all(map(is_finite_positive, grid)):
+            raise ValueError(f"--lr-sweep needs positive, finite learning rates, got {lr_sweep!r}.")
     return {
         task: {
             family: list(grid if lr_sweep != "default" else SWEEP_GRIDS.get(family, SWEEP_GRIDS[recipe["optimizer"]]))
@@ -282,8 +325,20 @@ def sweep_grids(lr_sweep: str | None, recipes: dict) -> dict | None:
     }
 
 
+def given_options(args) -> dict:
+    """The options of the run the user gave (every option defaults to None), as parsed."""
+    return {
+        name: value
+        for name, value in vars(args).items()
+        if value is not None and name not in (*PROCESS_OPTIONS, "run", "command")
+    }
+
+
 def run_settings(args) -> dict:
     """Everything that defines the run, checked before any work and stored so that --resume repeats it exactly."""
+    given = given_options(args)
+    unset = {name: value for name, value in DEFAULTS.items() if getattr(args, name, None) is None}
+    args = argparse.Namespace(**{**vars(args), **unset})
     requested = requested_models(args.models)
     tasks = list(TASKS) if args.task == "both" else [args.task]
     models = {task: [family for family in requested if family not in MISSING_HEADS[task]] for task in TASKS}
@@ -296,14 +351,24 @@ def run_settings(args) -> dict:
         raise ValueError(
             f"--tokenizer {args.tokenizer!r} is neither a kind ({', '.join(TOKENIZER_KINDS)}) nor a folder."
         )
-    for name in ("budget_tokens", "budget_seconds", "vocab_size", "batch_size", "block_size", "max_length"):
+    for name in (
+        "budget_tokens",
+        "budget_seconds",
+        "vocab_size",
+        "batch_size",
+        "block_size",
+        "max_length",
+        "learning_rate",
+    ):
         value = getattr(args, name)
-        if value is not None and value <= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}.")
+        if value is not None and not is_finite_positive(value):
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive, finite number, got {value}.")
+    refuse_options_without_effect(given, tasks, {task: models[task] for task in tasks})
     if Path(args.dataset).suffix in (".txt", ".csv", ".json", ".jsonl") and not Path(args.dataset).is_file():
         raise FileNotFoundError(f"--dataset {args.dataset} does not exist; check the path.")
-    if args.lr_sweep and args.learning_rate:
+    if args.lr_sweep is not None and args.learning_rate is not None:
         raise ValueError("--lr-sweep chooses the learning rate; leave out --learning-rate, or the sweep.")
+    seeds = seed_list(args.seed, args.seeds)
     preset = PRESETS[args.preset]
     if args.size:
         preset = replace(preset, size=args.size)
@@ -342,9 +407,74 @@ def run_settings(args) -> dict:
         "pooling": args.pooling,
         "protocol": args.protocol,
         "seed": args.seed,
-        "seeds": seed_list(args.seed, args.seeds),
+        "seeds": seeds,
         "device": args.device,
+        "options": given,
     }
+
+
+def refuse_options_without_effect(given: dict, tasks: list[str], models: dict[str, list[str]]) -> None:
+    """Refuse an option the run would ignore: a user who gives it expects it to change something."""
+    classic_lms = [family for family in models.get("lm", []) if family in SGD_LEARNING_RATES]
+    recurrent_classifiers = [family for family in models.get("classify", []) if family in RECURRENT_FAMILIES]
+    classic = ", ".join(SGD_LEARNING_RATES)
+    problems = {
+        "optimizer": not classic_lms and f"it sets the optimiser of the recurrent language models ({classic})",
+        "protocol": not classic_lms and f"it sets how the recurrent language models ({classic}) train",
+        "pooling": not recurrent_classifiers and "it sets how recurrent classifiers summarise a document",
+        "block_size": "lm" not in tasks and "it sets the length of language-modelling sequences",
+        "max_length": "classify" not in tasks and "it sets the tokens kept per document for classification",
+        "pretrained_bert": "classify" not in tasks and "a pretrained BERT is fine-tuned for classification",
+        "vocab_size": given.get("tokenizer", DEFAULTS["tokenizer"]) not in TOKENIZER_KINDS
+        and "it sets the vocabulary of a tokenizer the run trains, and --tokenizer names one already made",
+    }
+    for name, problem in problems.items():
+        if name in given and problem:
+            what = "; ".join(f"{task}: {', '.join(models[task])}" for task in tasks)
+            raise ValueError(
+                f"--{name.replace('_', '-')} would change nothing in this run ({what}): {problem}. Leave it out."
+            )
+
+
+def resume_conflicts(args, settings: dict) -> list[str]:
+    """The options given with --resume that would change the settings the run was started with, as flags: each is
+    tried on the run's own options, so only a real change counts (`--models lstm,gru` is `--models gru,lstm`)."""
+    given = given_options(args)
+    first = settings.get("options")
+    if first is None:  # a results.json from before the options were stored: any option may change the run
+        return [flag(name) for name in given]
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    defaults = vars(parser.parse_args([]))
+
+    def changes(name, value) -> bool:
+        try:
+            tried = run_settings(argparse.Namespace(**{**defaults, **first, name: value}))
+        except (ValueError, OSError):
+            return True
+        return comparable(tried) != comparable(settings)
+
+    return [flag(name) for name, value in given.items() if changes(name, value)]
+
+
+def comparable(settings: dict) -> dict:
+    """Settings as results.json holds them, without what may differ between the processes of one run."""
+    return json.loads(json.dumps({key: value for key, value in settings.items() if key not in ("device", "options")}))
+
+
+def command_line(options: dict) -> str:
+    """The options of a run as the command that started it."""
+    words = ["hf-evolution compare"]
+    for name, value in options.items():
+        if name == "lr_sweep" and value == "default":
+            words.append(flag(name))
+        else:
+            words += [flag(name), ",".join(map(str, value)) if isinstance(value, list) else str(value)]
+    return " ".join(words)
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def resolve_pretrained_bert(name: str | None) -> str | None:

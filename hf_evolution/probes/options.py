@@ -6,6 +6,16 @@ import argparse
 from pathlib import Path
 
 from ..families import MODEL_FAMILIES, MODEL_GROUPS, SIZES
+from ..runs import check_seed
+
+
+def seed(text: str) -> int:
+    """`--seed`, refused at parsing (before any model is built) outside the range every seeding function takes."""
+    value = int(text)  # argparse words a ValueError here as "invalid seed value"
+    try:
+        return check_seed(value, "a seed")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).rstrip(".")) from None
 
 
 def preset_help(presets: dict, key: str, text: str) -> str:
@@ -38,7 +48,7 @@ def add_common_options(parser: argparse.ArgumentParser, probe: str, presets: dic
     )
     run.add_argument("--output", type=Path, metavar="DIR", help=f"run folder (default: runs/probe-{probe}-<time>)")
     run.add_argument("--overwrite", action="store_true", help="replace a run folder that already holds results")
-    run.add_argument("--seed", type=int, default=0, help="seed of weights and data (default: 0)")
+    run.add_argument("--seed", type=seed, default=0, help="seed of weights and data (default: 0)")
     run.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run (default: cuda if present)"
     )
