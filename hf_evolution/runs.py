@@ -555,8 +555,9 @@ def write_folder_atomically(folder: str | os.PathLike, write: Callable[[Path], N
     write_json(temporary / MANIFEST, {**new_manifest(), "whole": ["."]})  # all ours, until it is complete
     try:
         write(temporary)
-        write_json(temporary / MANIFEST, new_manifest())
-        RunFolder(temporary, created=True).claim_listing()
+        listed = RunFolder(temporary, created=True)
+        listed.claim_listing()
+        write_json(listed.manifest_path, {**listed.manifest(), "whole": []})  # complete: ours by its listing
     except BaseException:
         remove_owned(temporary, {**new_manifest(), "whole": ["."]})
         raise

@@ -53,6 +53,7 @@ def final_save(trainer, output_dir=None, *args, **kwargs) -> bool:
 def install(moment: str, n: int) -> None:
     import transformers
 
+    import hf_evolution.compare.experiment
     import hf_evolution.runs
     from hf_evolution.training.trainer import EvolutionTrainer
 
@@ -70,7 +71,7 @@ def install(moment: str, n: int) -> None:
         # after an evaluation (the curve, the final figures of a model)
         "after-evaluate": lambda: kill_on_call(transformers.Trainer, "evaluate", n, before=False),
         # after a model's results are written, before the next model (or seed) starts
-        "between-models": lambda: kill_on_call(hf_evolution.runs.RunFolder, "mark_progress", n, before=False),
+        "between-models": lambda: kill_on_call(hf_evolution.compare.experiment, "write_outputs", n, before=False),
         # an output folder of export/quantize/convert written in full under its temporary name, not yet in place
         "inside-folder-write": lambda: kill_on_call(hf_evolution.runs.RunFolder, "claim_listing", n, before=True),
         # inside the final save of a model into its output folder (not a checkpoint's), before its card
