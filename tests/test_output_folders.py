@@ -342,3 +342,15 @@ def test_no_policy_ever_loses_a_foreign_byte(tmp_path_factory, tree):
     for item in protected:
         now = snapshot(item) if item.is_dir() else item.read_bytes() if item.exists() else None
         assert now == protected_before[str(item)], (mode, inputs, item)
+
+
+def test_a_refusal_suggests_only_the_resume_flag_the_command_has(clm_run, tmp_path, capsys):
+    with pytest.raises(FileExistsError, match="--resume_from_checkpoint last to continue it") as refused:
+        run_clm.main([*FAST, "--model_type", "rnn", "--output_dir", str(clm_run), "--do_train"])
+    assert "--resume " not in str(refused.value) + " "
+    probe = ["probe", "speed", "--preset", "smoke", "--models", "rnn", "--output", str(tmp_path / "probe")]
+    probe += ["--lengths", "8", "--contexts", "8"]
+    assert main(probe) == 0
+    assert main(probe) == 2
+    error = capsys.readouterr().err
+    assert "Pass --overwrite to replace it, or choose" in error and "--resume" not in error
