@@ -186,6 +186,21 @@ def has_tokenizer(folder: str | os.PathLike) -> bool:
     return any((Path(folder) / name).is_file() for name in TOKENIZER_FILES)
 
 
+def folder_tokenizer(folder: str | os.PathLike, vocab_size: int) -> PreTrainedTokenizerBase | None:
+    """The tokenizer saved beside a model, or None; refused when it has more tokens than the model's embedding has
+    rows, since its ids from `vocab_size` on would index past it."""
+    if not has_tokenizer(folder):
+        return None
+    tokenizer = load_tokenizer(folder)
+    if len(tokenizer) > vocab_size:
+        raise ValueError(
+            f"The tokenizer in {folder} has {len(tokenizer)} tokens, but the model's embedding has {vocab_size} rows "
+            f"(vocab_size in config.json): ids from {vocab_size} on would index past it. Save the model with the "
+            "tokenizer it was trained with, or resize its embeddings (model.resize_token_embeddings)."
+        )
+    return tokenizer
+
+
 def load_tokenizer(name_or_path: str | os.PathLike, **kwargs) -> PreTrainedTokenizerBase:
     """A saved tokenizer folder or a Hub id (e.g. ``bert-base-uncased``), through ``AutoTokenizer``; a failure names
     what was asked for."""

@@ -63,6 +63,7 @@ def validate(results: dict) -> None:
         (["--budget-seconds", "nan"], "argument --budget-seconds: expected a finite number, got 'nan'"),
         (["--budget-seconds", "inf"], "argument --budget-seconds: expected a finite number, got 'inf'"),
         (["--budget-seconds", "0"], "--budget-seconds must be a positive, finite number, got 0.0."),
+        (["--budget-tokens", "9" * 300], "--budget-tokens must be at most 1e+15, got 1.000e+300."),
     ],
 )
 def test_learning_rates_and_budgets_that_are_not_positive_and_finite_are_refused(option, message, tmp_path, capsys):

@@ -230,7 +230,9 @@ def test_load_quantized_refuses_weights_that_do_not_fit_the_config_and_names_the
         load_quantized(folder)
 
 
-def test_the_command_refuses_with_one_line_before_any_work(float_folder, tmp_path, capsys, monkeypatch):
+def test_the_command_refuses_with_one_line_before_any_work(
+    float_folder, tmp_path, capsys, monkeypatch, tiny_tokenizer
+):
     gpt2 = tmp_path / "gpt2"
     GPT2LMHeadModel(GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=50)).save_pretrained(gpt2)
     classifier = tmp_path / "classifier"
@@ -245,6 +247,9 @@ def test_the_command_refuses_with_one_line_before_any_work(float_folder, tmp_pat
     shutil.copytree(float_folder, truncated)
     weights = (truncated / "model.safetensors").read_bytes()
     (truncated / "model.safetensors").write_bytes(weights[:-100])  # an interrupted copy
+    small_vocabulary = tmp_path / "small-vocabulary"
+    make_model("lstm", vocab_size=300).save_pretrained(small_vocabulary)
+    tiny_tokenizer.save_pretrained(small_vocabulary)  # 320 tokens: ids 300 to 319 have no embedding row
     capsys.readouterr()
 
     def no_quantization(*args, **kwargs):
@@ -259,6 +264,7 @@ def test_the_command_refuses_with_one_line_before_any_work(float_folder, tmp_pat
         ([classifier, tmp_path / "out"], "holds a gru GRUForSequenceClassification"),
         ([quantized, tmp_path / "out"], "holds a quantized model already"),
         ([truncated, tmp_path / "out"], f"{truncated / 'model.safetensors'} is truncated or not a safetensors file"),
+        ([small_vocabulary, tmp_path / "out"], "has 320 tokens, but the model's embedding has 300 rows"),
         ([float_folder, foreign], "holds files that hf_evolution did not write (notes.txt)"),
         ([float_folder, tmp_path / "a_file"], "is a file, not a folder"),
         ([float_folder, float_folder], "is or holds the input"),

@@ -55,6 +55,7 @@ SWEEP_METRICS = {"lm": "val_stream_perplexity", "classify": "val_loss"}
 MAX_GRAD_NORMS = {"rnn": 0.25, "lstm": 0.25, "gru": 0.25}
 # Every model trains once per seed: a thousand seeds is already days of training at the default preset.
 MAX_SEEDS = 1000
+MAX_COUNT = 10**15  # the largest token budget, vocabulary, batch or length accepted
 # What an option left out means. Every option's argparse default is None, so that a run can tell what the user gave:
 # options that would change nothing are refused, and so are options that would change a run --resume continues.
 DEFAULTS = {
@@ -363,6 +364,8 @@ def run_settings(args) -> dict:
         value = getattr(args, name)
         if value is not None and not is_finite_positive(value):
             raise ValueError(f"--{name.replace('_', '-')} must be a positive, finite number, got {value}.")
+        if isinstance(value, int) and value > MAX_COUNT:  # beyond any machine, and beyond float arithmetic
+            raise ValueError(f"--{name.replace('_', '-')} must be at most {MAX_COUNT:.0e}, got {value:.3e}.")
     refuse_options_without_effect(given, tasks, {task: models[task] for task in tasks})
     if Path(args.dataset).suffix in (".txt", ".csv", ".json", ".jsonl") and not Path(args.dataset).is_file():
         raise FileNotFoundError(f"--dataset {args.dataset} does not exist; check the path.")

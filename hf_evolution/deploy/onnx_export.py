@@ -189,15 +189,9 @@ def export_folder(model_dir: str | os.PathLike, output_dir: str | os.PathLike, *
     config = check_recurrent_lm_folder(model_dir, "ONNX export")
     check_weight_files(model_dir)
     check_output_folder(output_dir, overwrite=overwrite, protected=[model_dir])
-    from ..tokenization import has_tokenizer, load_tokenizer  # datasets loads slowly: not at every command's start
+    from ..tokenization import folder_tokenizer  # datasets loads slowly: not at every command's start
 
-    tokenizer = load_tokenizer(model_dir) if has_tokenizer(model_dir) else None
-    if tokenizer is not None and len(tokenizer) > config.vocab_size:
-        raise ValueError(
-            f"The tokenizer in {model_dir} has {len(tokenizer)} tokens, but the model's embedding has {config.vocab_size} "
-            f"rows (vocab_size in config.json): ids from {config.vocab_size} on would index past it. Save the model "
-            "with the tokenizer it was trained with, or resize its embeddings (model.resize_token_embeddings)."
-        )
+    tokenizer = folder_tokenizer(model_dir, config.vocab_size)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     runtime_config = copy.deepcopy(model.config)
     if hasattr(runtime_config, "auto_map"):

@@ -291,14 +291,16 @@ def check_weight_files(folder: Path) -> None:
             ) from None
 
 
-def check_model_folder(folder: Path) -> None:
-    """Refuse, before loading anything, what is not a saved causal LM of hf_evolution with its float weights."""
+def check_model_folder(folder: Path):
+    """Refuse, before loading anything, what is not a saved causal LM of hf_evolution with its float weights; return
+    its config."""
     if (folder / QUANTIZATION_NAME).is_file():
         raise ValueError(f"{folder} holds a quantized model already; quantize the float model's folder.")
-    check_recurrent_lm_folder(folder, "quantize")
+    config = check_recurrent_lm_folder(folder, "quantize")
     if not float_weight_files(folder):
         raise FileNotFoundError(f"{folder} has no weights ({', '.join(FLOAT_WEIGHT_FILES)}).")
     check_weight_files(folder)
+    return config
 
 
 def grouped(modules: dict[str, str]) -> str:
@@ -316,13 +318,13 @@ def grouped(modules: dict[str, str]) -> str:
 
 def run(args) -> int:
     source, output = Path(args.model_dir).expanduser(), Path(args.out_dir).expanduser()
-    check_model_folder(source)
+    config = check_model_folder(source)
     check_output_folder(output, overwrite=args.overwrite, protected=[source])
 
-    from ..tokenization import has_tokenizer, load_tokenizer
+    from ..tokenization import folder_tokenizer
 
+    tokenizer = folder_tokenizer(source, config.vocab_size)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
-    tokenizer = load_tokenizer(source) if has_tokenizer(source) else None
     quantized = quantize_dynamic_int8(model, include_head=not args.keep_float_head)
     save_quantized(quantized, tokenizer, output, overwrite=args.overwrite)
 
