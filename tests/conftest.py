@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ torch.set_num_threads(1)
 
 import hf_evolution  # noqa: E402  (registers the Auto classes for every test)
 
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 CLASSIC_FAMILIES = ("rnn", "lstm", "gru")  # torch's fused kernels; they also run bidirectional
 FAMILIES = (*CLASSIC_FAMILIES, "mingru", "minlstm")  # every recurrent family runs the contract tests
 # (family, bidirectional) for the encoder heads.
@@ -159,3 +161,11 @@ def killed_at(moment: str, n: int, *command: str) -> None:
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert result.returncode == -signal.SIGKILL, (moment, n, result.returncode, result.stderr[-2000:])
+
+
+def load_example(name: str):
+    """An example script as a module, so that a test calls its `main(args)` in-process."""
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,7 +2,6 @@
 multi-process runs equal single-process ones, and bad input fails before training."""
 
 import importlib.metadata
-import importlib.util
 import json
 import os
 import socket
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import killed_at, run_without_hf_evolution
+from conftest import EXAMPLES, killed_at, load_example, run_without_hf_evolution
 from huggingface_hub import HfApi, ModelCard, RepoUrl
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
@@ -24,19 +23,11 @@ from hf_evolution.tokenization import train_tokenizer
 from hf_evolution.training import is_complete_checkpoint, last_complete_checkpoint
 from hf_evolution.training.scripts import run_script
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # Small, fast runs: a 512-token tokenizer, tiny models, short blocks and a few steps on the embedded corpus.
 FAST = ["--size", "tiny", "--logging_steps", "1", "--learning_rate", "1e-2", "--report_to", "none", "--seed", "7"]
 CLM_FAST = [*FAST, "--block_size", "32", "--max_eval_samples", "16", "--sample_tokens", "8"]
 # Classification trains on 32 documents, several epochs, so that its training loss falls for sure.
 CLS_FAST = [*FAST, "--max_seq_length", "48", "--max_eval_samples", "24", "--max_train_samples", "32"]
-
-
-def load_example(name: str):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 run_clm = load_example("run_clm")

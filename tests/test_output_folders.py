@@ -2,12 +2,12 @@
 ever deleted, inputs are never inside or equal to what is deleted, symbolic links are handled, and siblings are
 touched only by the exact names the package creates."""
 
-import importlib.util
 import os
 import shutil
 from pathlib import Path
 
 import pytest
+from conftest import load_example
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,15 +23,7 @@ from hf_evolution.runs import (
 )
 from hf_evolution.training.trainer import REMOTE_CODE_FILES, SAVED_MODEL_FILES
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 FAST = ["--size", "tiny", "--report_to", "none", "--seed", "7", "--block_size", "32", "--sample_tokens", "0"]
-
-
-def load_example(name: str):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 run_clm = load_example("run_clm")
