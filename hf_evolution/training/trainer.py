@@ -51,7 +51,12 @@ SAVED_MODEL_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
+    "added_tokens.json",
     "chat_template.jinja",
+    "vocab.json",  # the files of tokenizers that are saved in their original formats too
+    "merges.txt",
+    "vocab.txt",
+    "tokenizer.model",
     "training_args.bin",
     *REMOTE_CODE_FILES,
 )
