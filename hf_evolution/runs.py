@@ -342,8 +342,11 @@ class RunFolder:
             raise
 
 
+MANIFEST_VERSION = 2  # 1 named top-level names only, and owned folders whole
+
+
 def new_manifest() -> dict:
-    return {"tool": "hf_evolution", "entries": [], "whole": []}
+    return {"tool": "hf_evolution", "version": MANIFEST_VERSION, "entries": [], "whole": []}
 
 
 def read_manifest(folder: Path) -> dict | None:
@@ -511,10 +514,16 @@ def check_output_folder(
             if is_within(kept, real):
                 what = "the working directory" if kept == Path.cwd().resolve() else f"the input {kept}"
                 raise ValueError(f"{path} is or holds {what}, which the output would replace; choose another folder.")
-    owned, foreign = classify(real, read_manifest(real))
+    manifest = read_manifest(real)
+    owned, foreign = classify(real, manifest)
     if foreign:
         names = [entry.relative_to(real).as_posix() for entry in foreign]
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        if manifest is not None and manifest.get("version") != MANIFEST_VERSION:
+            raise FileExistsError(
+                f"{path} was written by an earlier hf_evolution, whose manifest does not name every file it wrote "
+                f"({shown} are not named); it never deletes those. Delete the folder yourself, or choose another."
+            )
         raise FileExistsError(
             f"{path} holds files that hf_evolution did not write ({shown}); it never deletes those. Choose a new "
             "or empty output folder."

@@ -346,3 +346,13 @@ def test_a_refusal_suggests_only_the_resume_flag_the_command_has(clm_run, tmp_pa
     assert main(probe) == 2
     error = capsys.readouterr().err
     assert "Pass --overwrite to replace it, or choose" in error and "--resume" not in error
+
+
+def test_a_run_folder_of_an_earlier_version_is_refused_as_such(tmp_path):
+    run = tmp_path / "run"
+    (run / "models" / "lstm").mkdir(parents=True)
+    (run / "models" / "lstm" / "config.json").write_text("{}")
+    (run / MANIFEST).write_text('{"tool": "hf_evolution", "entries": ["models"], "patterns": ["checkpoint-*"]}')
+    with pytest.raises(FileExistsError, match="written by an earlier hf_evolution"):
+        open_run_folder(run, overwrite=True)
+    assert (run / "models" / "lstm" / "config.json").read_text() == "{}"
