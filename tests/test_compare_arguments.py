@@ -281,6 +281,8 @@ def test_a_diverged_model_is_reported_as_diverged_in_strict_json_tables_and_plot
         )
     card = ModelCard.load(output / rows["gpt2"]["checkpoint"] / "README.md")
     assert not card.data.eval_results, "the card claims no figure the model does not have"
+    assert "**Training diverged**" in card.text and "| diverged |" in card.text
+    assert "diverged" not in (output / rows["rnn"]["checkpoint"] / "README.md").read_text()
 
     # Three seeds of the same rows: intervals and ranks, with the diverged model unranked at the end.
     results["runs"] = [{**row, "seed": seed} for row in results["runs"] for seed in (42, 43, 44)]

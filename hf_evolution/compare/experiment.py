@@ -418,6 +418,7 @@ def train_and_measure(
     row["diverged"] = not all(is_finite(value) for key, value in row.items() if is_quality(key))
     row["diverged"] |= not is_finite(row["curve"][-1]["val_loss"])
     row = finite_or_null(row)
+    trainer.card_info["diverged"] = row["diverged"]
     trainer.card_results.update(
         {key.replace("val_", "eval_"): value for key, value in row.items() if key.startswith(("val_", "test_"))}
     )

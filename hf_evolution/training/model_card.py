@@ -103,6 +103,13 @@ def write_model_card(folder, model, *, args, log_history, results: dict, info: d
         for metric, label in METRIC_LABELS.items()
         if f"eval_{metric}" in results or f"test_{metric}" in results
     ]
+    if info.get("diverged"):
+        lines += [
+            "**Training diverged**: its loss stopped being a number, so the figures below that are not numbers "
+            'read "diverged".',
+            "",
+        ]
+        metric_rows = [row.replace("n/a", "diverged") for row in metric_rows]
     if metric_rows:
         lines += ["| metric | validation | test |", "|---|---|---|", *metric_rows, ""]
     else:

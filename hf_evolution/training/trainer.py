@@ -100,7 +100,7 @@ class EvolutionTrainer(Trainer):
     remote-code files, and whose resumed runs report the training loss of the whole run.
 
     `card_info` describes the run for the card: `task` ("text-generation" or "text-classification"), `dataset`,
-    `base_model`, `tokenizer`, `command`; `card_results` (validation and test metrics, a generated sample) is filled
+    `base_model`, `tokenizer`, `command`, `diverged`; `card_results` (validation and test metrics, a generated sample) is filled
     in by the script as results arrive. `run_folder` is told of every checkpoint. With `stateful`, the training set
     is a `batchify_for_lm` layout of `per_device_train_batch_size * world_size` rows and the model a recurrent LM.
     """
