@@ -167,7 +167,7 @@ def test_resume_refuses_the_options_that_would_change_the_run_and_names_them(tmp
     line = refused(
         ["compare", "--resume", "--output", run, "--seeds", "3", "--models", "lstm", "--learning-rate", "1"], capsys
     )
-    assert "and --learning-rate, --seeds would change them" in line, "--models lstm is what the run has: no conflict"
+    assert "and --learning-rate would change them" in line, "--models lstm is the run's, --seeds 3 adds seeds"
     assert "(it was started as: hf-evolution compare --task lm --models lstm --preset smoke)" in line
     assert len(comparison.settings) == 1, "refused before any work"
     assert "--models would change" in refused(["compare", "--resume", "--output", run, "--models", "gru"], capsys)
@@ -179,6 +179,15 @@ def test_resume_refuses_the_options_that_would_change_the_run_and_names_them(tmp
     resumed = comparison.settings[-1]
     assert resumed == {**first, "device": "cpu"}
     assert strict_json((tmp_path / "run" / "results.json").read_text())["settings"]["device"] == "auto"
+
+    # --seeds that keeps the run's seeds adds the others; one that drops or reorders them is refused.
+    for seeds in ("0,1", "43,44", "43,42"):
+        assert "--seeds would change" in refused(["compare", "--resume", "--output", run, "--seeds", seeds], capsys)
+    assert main(["compare", "--resume", "--output", run, "--seeds", "3"]) == 0
+    assert comparison.settings[-1]["seeds"] == [42, 43, 44]
+    stored = strict_json((tmp_path / "run" / "results.json").read_text())["settings"]
+    assert stored["seeds"] == [42, 43, 44] and stored["options"]["seeds"] == 3
+    assert main(["compare", "--resume", "--output", run]) == 0 and comparison.settings[-1]["seeds"] == [42, 43, 44]
 
     # A results.json from before the options were stored cannot tell: any option is refused, none is fine.
     path = tmp_path / "run" / "results.json"
@@ -324,3 +333,17 @@ def test_a_sweep_never_chooses_a_diverged_trial_and_records_a_model_whose_every_
     out = capsys.readouterr().out
     assert out.count("finished earlier, skipped") == 4 and "lstm seed 43: not trained" in out
     assert strict_json((output / "results.json").read_text())["runs"] == results["runs"]
+
+
+def test_resume_with_more_seeds_trains_only_the_new_ones_and_reports_their_spread(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    command = ["compare", "--preset", "smoke", "--task", "lm", "--models", "rnn", "--output", run]
+    assert main(command) == 0
+    first = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert main(["compare", "--resume", "--output", run, "--seeds", "2"]) == 0
+    assert "Adding seeds 43 to the run." in capsys.readouterr().out
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert [row["seed"] for row in results["runs"]] == [42, 43]
+    assert results["runs"][0] == first["runs"][0], "the finished seed is kept, not retrained"
+    (summary,) = results["summary"]
+    assert summary["n_seeds"] == 2 and summary["test_stream_perplexity_std"] is not None

@@ -45,7 +45,7 @@ def run(args) -> int:
                 f"{results.get('schema_version', 1)}, this one resumes {SCHEMA_VERSION}); start a new run."
             )
         settings = results["settings"]
-        conflicts = resume_conflicts(args, settings)
+        conflicts, more_seeds = resume_conflicts(args, settings)
         if conflicts:
             started = settings.get("options")
             raise ValueError(
@@ -54,6 +54,11 @@ def run(args) -> int:
                 + (f" (it was started as: {command_line(started)})" if started is not None else "")
                 + ". Leave them out, or start a new run in another --output."
             )
+        if more_seeds:  # a finished run grows: the models train with the new seeds only
+            print(f"Adding seeds {', '.join(map(str, more_seeds[len(settings['seeds']) :]))} to the run.")
+            settings["seeds"] = more_seeds
+            settings["options"]["seeds"] = args.seeds
+            write_json(folder.path / "results.json", results)
         if args.device is not None:  # where this process trains, not what the run is
             settings = {**settings, "device": args.device}
         print(f"Resuming {folder.path}: {len(results['runs'])} model(s) finished, settings as first run.")

@@ -265,7 +265,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--resume",
         action="store_true",
         help="continue the run in --output with the settings it was started with, skipping finished models; options "
-        "that would change those settings are refused (--device may change)",
+        "that would change those settings are refused (--device may change, and --seeds may add seeds after the "
+        "run's own: the models then train with the new seeds only)",
     )
 
 
@@ -439,25 +440,33 @@ def refuse_options_without_effect(given: dict, tasks: list[str], models: dict[st
             )
 
 
-def resume_conflicts(args, settings: dict) -> list[str]:
+def resume_conflicts(args, settings: dict) -> tuple[list[str], list[int] | None]:
     """The options given with --resume that would change the settings the run was started with, as flags: each is
-    tried on the run's own options, so only a real change counts (`--models lstm,gru` is `--models gru,lstm`)."""
+    tried on the run's own options, so only a real change counts (`--models lstm,gru` is `--models gru,lstm`). A
+    `--seeds` that keeps the run's seeds and adds more is no conflict: it is returned, the longer seed list."""
     given = given_options(args)
     first = settings.get("options")
     if first is None:  # a results.json from before the options were stored: any option may change the run
-        return [flag(name) for name in given]
+        return [flag(name) for name in given], None
     parser = argparse.ArgumentParser(add_help=False)
     add_arguments(parser)
     defaults = vars(parser.parse_args([]))
-
-    def changes(name, value) -> bool:
+    conflicts, seeds = [], None
+    for name, value in given.items():
         try:
             tried = run_settings(argparse.Namespace(**{**defaults, **first, name: value}))
         except (ValueError, OSError):
-            return True
-        return comparable(tried) != comparable(settings)
-
-    return [flag(name) for name, value in given.items() if changes(name, value)]
+            conflicts.append(flag(name))
+            continue
+        if comparable(tried) == comparable(settings):
+            continue
+        before = settings["seeds"]
+        same_but_seeds = comparable({**tried, "seeds": before}) == comparable(settings)
+        if name == "seeds" and same_but_seeds and tried["seeds"][: len(before)] == before:
+            seeds = tried["seeds"]
+        else:
+            conflicts.append(flag(name))
+    return conflicts, seeds
 
 
 def comparable(settings: dict) -> dict:
