@@ -141,7 +141,7 @@ PRESETS = {
         max_documents=60,
         generation_tokens=16,
     ),
-    # 8 to 15 minutes on 2 CPU cores (as the shared VM is loaded) for the 9 trainings: 400 and 200 steps of 16 rows.
+    # 8 to 16 minutes on 2 CPU cores (as the shared VM is loaded; 15.6 min on 2026-12-03) for the 9 trainings: 400 and 200 steps of 16 rows.
     "default": Preset(
         size="small",
         lm_tokens=409_600,
@@ -185,7 +185,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preset",
         choices=list(PRESETS),
-        help="smoke (a minute, for tests), default (8 to 15 min on 2 CPU cores; the default), full (for a GPU)",
+        help="smoke (a minute, for tests), default (8 to 16 min on 2 CPU cores; the default), full (for a GPU)",
     )
     parser.add_argument("--size", choices=list(SIZES), help="model size (overrides the preset's)")
     parser.add_argument("--budget-tokens", type=int, help="training tokens per model (overrides the preset's)")
