@@ -507,12 +507,12 @@ def check_output_folder(
     A symbolic link to a folder stands for that folder."""
     path = Path(path).expanduser()
     check_is_folder(path)
-    real = path.resolve()
+    real, cwd = path.resolve(), Path.cwd().resolve()
     guarded = [Path(item).expanduser().resolve() for item in protected if item]
     if not resumable:  # the whole folder is replaced
-        for kept in (*guarded, Path.cwd().resolve()):
+        for kept in (*guarded, cwd):
             if is_within(kept, real):
-                what = "the working directory" if kept == Path.cwd().resolve() else f"the input {kept}"
+                what = "the working directory" if kept == cwd else f"the input {kept}"
                 raise ValueError(f"{path} is or holds {what}, which the output would replace; choose another folder.")
     manifest = read_manifest(real)
     owned, foreign = classify(real, manifest)
@@ -539,7 +539,7 @@ def check_output_folder(
     if real in guarded:
         raise ValueError(f"--overwrite would delete the input {path} (it is also the output); choose another folder.")
     for entry, _ in owned:
-        for kept in (*guarded, Path.cwd().resolve()):
+        for kept in (*guarded, cwd):
             if is_within(kept, entry.resolve()):
                 raise ValueError(
                     f"--overwrite would delete {entry}, which is or holds {kept} (the working directory or an input "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import collections
 import csv
+import functools
 import importlib.metadata
 import itertools
 import os
@@ -188,8 +189,16 @@ def check_data_file(path: str | os.PathLike) -> None:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Data file {path} does not exist; check the path.")
-    if path.stat().st_size == 0:
+    stat = path.stat()
+    if stat.st_size == 0:
         raise ValueError(f"Data file {path} is empty; give a file with at least one document.")
+    _check_contents(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _check_contents(path: Path, size: int, mtime_ns: int) -> None:
+    """One read of each version of a file, however often it is checked (the scripts check before any work, then
+    `load_corpus` again)."""
     _require_utf8(path)
     if path.suffix == ".csv":
         _require_csv_rows(path)
