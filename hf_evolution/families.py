@@ -51,6 +51,14 @@ MISSING_HEADS = {
     "classify": {"mamba": "transformers has no sequence classification head for Mamba"},
     "tokens": {"mamba": "transformers has no token classification head for Mamba"},
 }
+# The config fields that set a family's dropout (the dropouts it uses by default; Mamba has none): one number for
+# every family, as compare's default preset sets 0 for runs shorter than an epoch or two.
+DROPOUT_FIELDS = {
+    **{family: ("input_dropout", "hidden_dropout") for family in ("rnn", "lstm", "gru", "mingru", "minlstm")},
+    "gpt2": ("resid_pdrop", "embd_pdrop", "attn_pdrop"),
+    "bert": ("hidden_dropout_prob", "attention_probs_dropout_prob"),
+    "mamba": (),
+}
 CAUSAL_FAMILIES = tuple(family for family in MODEL_FAMILIES if family not in MISSING_HEADS["lm"])
 ENCODER_FAMILIES = tuple(family for family in MODEL_FAMILIES if family not in MISSING_HEADS["classify"])
 FAMILY_NAMES = {

@@ -2,6 +2,7 @@
 `python benchmarks/run_all.py`, not asserted here (a shared CI machine is too noisy for speed targets)."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +61,44 @@ def test_run_all_smoke_reports_every_target_and_writes_its_results():
     # The one invariant that is not a speed: the recurrent state does not grow with the context.
     state = next(item for item in checks["generation"] if item["name"].startswith("LSTM state bytes"))
     assert state["passed"], state
+
+
+def test_compare_stability_judges_spread_plateau_quality_and_resolution():
+    """The judge of benchmarks/compare_stability.py on made-up results: each target fails when its figure misses it."""
+    sys.path.insert(0, str(BENCHMARKS))
+    from compare_stability import judge
+
+    from hf_evolution.compare.statistics import summarize
+
+    def lm(model, seed, perplexity, bits):
+        return {
+            "task": "lm",
+            "model": model,
+            "seed": seed,
+            "test_stream_perplexity": perplexity,
+            "test_stream_bits_per_byte": bits,
+            "train_unigram_loss": math.log(800),
+        }
+
+    runs = [lm("rnn", seed, 700 + seed, 2.5) for seed in range(3)]  # on the plateau: log 700 / log 800 > 0.95
+    runs += [lm("lstm", seed, 300 + seed, 1.9) for seed in range(3)]
+    runs += [lm("gpt2", seed, 300 + 40 * seed, 2.1) for seed in range(3)]  # spread 13%, above 2.0 bits per byte
+    runs += [
+        {"task": "classify", "model": "gru", "seed": seed, "test_accuracy": 0.5 + 0.1 * seed} for seed in range(3)
+    ]
+    figures, checks = judge({"runs": runs, "summary": summarize(runs)})
+    passed = {item["name"]: item["passed"] for item in checks}
+    assert (
+        passed["lm lstm: test stream perplexity std/mean"] and not passed["lm gpt2: test stream perplexity std/mean"]
+    )
+    assert (
+        not passed["lm rnn: worst seed's loss / unigram loss"] and passed["lm lstm: worst seed's loss / unigram loss"]
+    )
+    assert (
+        passed["lm lstm: worst seed's test stream bits/byte"]
+        and not passed["lm gpt2: worst seed's test stream bits/byte"]
+    )
+    assert "lm rnn: worst seed's test stream bits/byte" not in passed  # the vanilla RNN has no quality target
+    assert not passed["classify gru: test accuracy std"]
+    assert passed["lm: lstm resolved better than rnn"] and "lstm < rnn" in figures["resolved_lm_pairs"]
+    assert not passed["lm: unresolved lstm / gpt2, widest interval / mean"]  # gpt2's interval is wide: noise

@@ -130,6 +130,47 @@ def test_every_language_model_is_also_scored_over_whole_splits_its_own_way(smoke
     assert "test ppl (blocks) | test ppl (stream)" in text and "gpt2: sliding window of 64, stride 32" in text
 
 
+def test_every_language_model_row_carries_the_unigram_plateau_of_the_training_split(smoke_run):
+    """The plateau is the entropy of the training blocks' token counts, the same for every model of the run."""
+    from collections import Counter
+
+    from hf_evolution.data import load_corpus, pack_for_lm
+    from hf_evolution.tokenization import load_tokenizer
+
+    results = json.loads((smoke_run / "results.json").read_text())
+    rows = [row for row in results["runs"] if row["task"] == "lm"]
+    corpus = load_corpus(results["settings"]["dataset"], seed=42, max_documents=60)
+    blocks = pack_for_lm(corpus["train"], load_tokenizer(smoke_run / "tokenizer"), 64)
+    counts = Counter(token for ids in blocks["input_ids"] for token in ids)
+    total = sum(counts.values())
+    entropy = -sum(count / total * math.log(count / total) for count in counts.values())
+    assert (
+        [row["train_unigram_loss"] for row in rows]
+        == [pytest.approx(entropy, rel=1e-9)] * len(rows)
+        == [pytest.approx(entropy, rel=1e-9)] * 4
+    )
+
+
+def test_the_default_preset_sizes_the_vocabulary_and_drops_dropout_for_every_family(tmp_path):
+    from hf_evolution.compare.experiment import comparison_model
+    from hf_evolution.compare.settings import PRESETS
+    from hf_evolution.families import DROPOUT_FIELDS
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert run_settings(parser.parse_args([]))["vocab_size"] == PRESETS["default"].bpe_vocab_size == 4096
+    assert run_settings(parser.parse_args(["--vocab-size", "512"]))["vocab_size"] == 512
+    assert run_settings(parser.parse_args(["--tokenizer", "char"]))["vocab_size"] is None  # the kind's own default
+    settings = {"pooling": "last"}
+    corpus = {"train": type("Split", (), {"features": {"label": type("L", (), {"names": ["a", "b"]})()}})()}
+    for task, families in (("lm", ("rnn", "lstm", "gru", "gpt2", "mingru", "mamba")), ("classify", ("bert",))):
+        for family in families:
+            model = comparison_model(task, family, 300, corpus, PRESETS["default"], settings, seed=0)
+            assert all(getattr(model.config, field) == 0.0 for field in DROPOUT_FIELDS[family]), family
+            smoke = comparison_model(task, family, 300, corpus, PRESETS["smoke"], settings, seed=0)
+            assert all(getattr(smoke.config, field) > 0 for field in DROPOUT_FIELDS[family]), family
+
+
 def test_each_family_trains_its_own_best_way_by_default(smoke_run):
     runs = json.loads((smoke_run / "results.json").read_text())["runs"]
     rows = {row["model"]: row for row in runs if row["task"] == "lm"}

@@ -1,5 +1,6 @@
 import importlib.util
 import json
+import math
 import os
 import random
 import string
@@ -496,3 +497,14 @@ def test_a_file_that_is_not_utf8_is_named_with_its_first_bad_byte(tmp_path, data
     path.write_bytes(b"The price is " + b"\xa3" + b"5 today\nand more\n")  # Windows-1252 pound sign
     with pytest.raises(ValueError, match=r"prices.txt is not UTF-8 text \(byte 13 is 0xa3\).*iconv -f cp1252"):
         load_corpus(train_file=path, cache_dir=datasets_cache)
+
+
+def test_unigram_loss_is_the_entropy_of_the_token_frequencies():
+    import datasets
+
+    from hf_evolution.data import unigram_loss
+
+    blocks = datasets.Dataset.from_dict({"input_ids": [[0, 0, 1, 2], [0, 0, 1, 2]]})
+    # p = (1/2, 1/4, 1/4): H = 1.5 bits; ids the vocabulary has but the data lacks add nothing.
+    assert unigram_loss(blocks, vocab_size=10) == pytest.approx(1.5 * math.log(2))
+    assert unigram_loss(datasets.Dataset.from_dict({"input_ids": [[3] * 8]}), vocab_size=4) == 0

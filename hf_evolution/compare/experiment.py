@@ -14,9 +14,26 @@ from pathlib import Path
 import torch
 from transformers import DataCollatorWithPadding, TrainerCallback, default_data_collator
 
-from ..data import batchify_for_lm, corpus_stats, load_corpus, pack_for_lm, token_stream, tokenize_for_classification
+from ..data import (
+    batchify_for_lm,
+    corpus_stats,
+    load_corpus,
+    pack_for_lm,
+    token_stream,
+    tokenize_for_classification,
+    unigram_loss,
+)
 from ..evaluation import stream_loss
-from ..families import MISSING_HEADS, RECURRENT_FAMILIES, TASKS, build_model, label_fields, parameter_counts, shape
+from ..families import (
+    DROPOUT_FIELDS,
+    MISSING_HEADS,
+    RECURRENT_FAMILIES,
+    TASKS,
+    build_model,
+    label_fields,
+    parameter_counts,
+    shape,
+)
 from ..metrics import classification_compute_metrics, lm_metrics
 from ..runs import PeakMemory, best_time, environment, finite_or_null, pick_device, seed_everything, shared_tokenizer
 from ..tokenization import load_tokenizer
@@ -223,6 +240,7 @@ def task_data(task: str, corpus, tokenizer, preset: Preset, cache: dict) -> dict
         sets = pack_for_lm(corpus, tokenizer, preset.block_size)
         streams = {split: token_stream(corpus[split], tokenizer) for split in ("validation", "test")}
         stats = corpus_stats(corpus, tokenizer)
+        stats["train"]["unigram_loss"] = unigram_loss(sets["train"], len(tokenizer))
         tokens_per_sample = preset.block_size
     else:
         sets = tokenize_for_classification(corpus, tokenizer, max_length=preset.max_seq_length)
@@ -409,6 +427,7 @@ def train_and_measure(
             derived = lm_figures(total / count, data["stats"][split])
             row[f"{prefix}_stream_perplexity"] = derived["perplexity"]
             row[f"{prefix}_stream_bits_per_byte"] = derived["bits_per_byte"]
+        row["train_unigram_loss"] = data["stats"]["train"]["unigram_loss"]
     if task == "lm":
         row["generation_tokens_per_second"] = generation_speed(
             trainer.model, model_tokenizer, preset.generation_tokens
@@ -444,10 +463,10 @@ def comparison_model(task, family, tokenizer, corpus, preset, settings, seed):
     if family == "bert-pretrained":
         torch.manual_seed(seed)  # the new classification head
         return TASKS[task].from_pretrained(settings["pretrained_bert"], **label_fields(labels))
-    pooling = (
-        {"classifier_pooling": settings["pooling"]} if task == "classify" and family in RECURRENT_FAMILIES else {}
-    )
-    return build_model(family, task, preset.size, tokenizer, seed=seed, labels=labels, **pooling)
+    fields = {"classifier_pooling": settings["pooling"]} if task == "classify" and family in RECURRENT_FAMILIES else {}
+    if preset.dropout is not None:
+        fields.update(dict.fromkeys(DROPOUT_FIELDS[family], preset.dropout))
+    return build_model(family, task, preset.size, tokenizer, seed=seed, labels=labels, **fields)
 
 
 def classifier_pooling(family: str, settings: dict) -> str:

@@ -18,7 +18,7 @@ OUTPUTS = ("results.json", "results.csv", "results_per_seed.csv", "results.md")
 PLOTS = ("validation_loss.png", "quality_vs_parameters.png", "throughput.png")  # each prefixed by the task
 # results.json follows this JSON Schema, shipped with the package; the version changes with the layout.
 SCHEMA = Path(__file__).with_name("results.schema.json")
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 UNITS = {
     "params_total": "parameters",
@@ -43,6 +43,8 @@ UNITS = {
     "optimizer": "adamw (weight decay 0.01) or sgd (plain, no weight decay); 5% warmup, then linear decay",
     "perplexity and bits_per_byte (val_, test_)": "blocks of block_size tokens, each read from nothing",
     "stream_perplexity and stream_bits_per_byte": "the whole split read as one stream, as stream_protocol says",
+    "train_unigram_loss": "nats per token: the entropy of the training split's token frequencies, the loss of a "
+    "model that reads no context; a language model near it has learned nothing more (the unigram plateau)",
     "diverged": "the model's loss became NaN or infinite, or its perplexity passed float's range: figures that are "
     "not numbers are null, and its model's summary has no quality figure and no rank (diverged_seeds)",
 }
@@ -370,6 +372,10 @@ def plot_task(run_dir: Path, task: str, runs: list[dict], summary: list[dict]) -
             axes.plot(x, curve["loss"], style, marker="o", color=color, label=row["model"])
             if row["n_seeds"] > 1:
                 axes.fill_between(x, curve["low"], curve["high"], color=color, alpha=0.2, linewidth=0)
+    unigram = runs[0].get("train_unigram_loss") if task == "lm" else None
+    if is_finite(unigram):  # the plateau a language model that has learned nothing but frequencies sits on
+        for axes in (by_tokens, by_time):
+            axes.axhline(unigram, color="gray", linestyle=":", label="unigram (training split)")
     by_tokens.set_xlabel("training tokens")
     by_time.set_xlabel("training time (s)")
     for axes in (by_tokens, by_time):

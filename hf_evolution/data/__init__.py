@@ -10,6 +10,7 @@ from .preprocessing import (
     token_stream,
     tokenize_documents,
     tokenize_for_classification,
+    unigram_loss,
 )
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "token_stream",
     "tokenize_documents",
     "tokenize_for_classification",
+    "unigram_loss",
 ]

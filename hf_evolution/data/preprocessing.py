@@ -313,3 +313,14 @@ def corpus_stats(data, tokenizer=None, *, text_column: str = "text", num_proc: i
     if isinstance(data, datasets.DatasetDict):
         return {split: process(dataset, split) for split, dataset in data.items()}
     return process(data, str(data.split or "dataset"))
+
+
+def unigram_loss(blocks: datasets.Dataset, vocab_size: int) -> float:
+    """The entropy of the token frequencies of packed blocks, in nats per token: the loss of the best model that reads
+    no context. A language model reaches it in its first steps; one that stays near it has learned nothing more (the
+    unigram plateau)."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    for batch in blocks.select_columns(["input_ids"]).with_format("numpy").iter(batch_size=4096):
+        counts += np.bincount(np.asarray(batch["input_ids"]).ravel(), minlength=vocab_size)[:vocab_size]
+    frequencies = counts[counts > 0] / counts.sum()
+    return float(-(frequencies * np.log(frequencies)).sum())
