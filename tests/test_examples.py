@@ -467,8 +467,10 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, small_toke
     # Two independent copies with batch 2 would log other losses; DDP with 2 x 2 logs those of batch 4.
     assert logged_losses(multi) == pytest.approx(logged_losses(single), abs=1e-4)
     expected, distributed = load_file(single / "model.safetensors"), load_file(multi / "model.safetensors")
+    # AdamW divides each gradient by its own running size, so a gradient near zero turns the reduction order's
+    # rounding into up to 4e-5 of weight (seen): 1e-4 is 1% of one step at lr 1e-2, far below a step missed or doubled.
     for name, tensor in expected.items():
-        torch.testing.assert_close(distributed[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(distributed[name], tensor, rtol=1e-4, atol=1e-4, msg=name)
 
 
 # --- bad input ---------------------------------------------------------------------------------------------------
