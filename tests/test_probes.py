@@ -261,3 +261,15 @@ def test_memory_skips_a_distance_whose_budget_would_take_too_long_and_the_longer
     copy = read_results(out)["models"]["gru"]["tasks"]["copy"]
     assert copy["accuracy"] == {} and copy["skipped"]["2"].startswith("300 steps would take about")
     assert copy["skipped"]["8"] == "skipped, as the shorter distance was"
+
+
+def test_context_summary_measures_the_gain_after_32_tokens():
+    from hf_evolution.probes.context import context_buckets, context_summary
+
+    # The loss falls by 1 nat over the first 7 tokens of context and by 0.1 more from 32 tokens on.
+    losses = [5.0, 4.5, 4.5, 4.0, 4.0, 4.0, 4.0] + [4.0] * 24 + [3.9] * 33
+    summary = context_summary(context_buckets(losses))
+    assert summary["gain"] == pytest.approx(1.1)
+    assert summary["gain_after_32_tokens"] == pytest.approx(0.1)
+    assert summary["context_for_90_percent_of_gain"] == 4  # 1.0 of the 1.1 nats
+    assert context_summary(context_buckets(losses[:31]))["gain_after_32_tokens"] is None  # no context that long

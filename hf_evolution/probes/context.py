@@ -33,6 +33,7 @@ from .common import (
 from .options import add_common_options, add_text_options, preset_help
 
 PLOTS = ("context.png",)
+LONG_CONTEXT = 32  # gain_after_32_tokens: the last bucket before this context against the best from it on
 
 
 @dataclass(frozen=True)
@@ -82,11 +83,15 @@ def context_summary(buckets: list[dict]) -> dict:
     first, best = buckets[0]["loss"], min(bucket["loss"] for bucket in buckets)
     gain = first - best
     reached = next((b["context_from"] for b in buckets if first - b["loss"] >= 0.9 * gain), None) if gain > 0 else None
+    before = [bucket["loss"] for bucket in buckets if bucket["context_to"] < LONG_CONTEXT]
+    after = [bucket["loss"] for bucket in buckets if bucket["context_from"] >= LONG_CONTEXT]
     return {
         "loss_at_context_1": first,
         "loss_at_longest": buckets[-1]["loss"],
         "gain": gain,
         "context_for_90_percent_of_gain": reached,
+        # What the tokens beyond the first 32 add: what an undertrained model lacks (Khandelwal et al. 2018).
+        "gain_after_32_tokens": before[-1] - min(after) if before and after else None,
     }
 
 
@@ -101,7 +106,8 @@ def run(args) -> int:
         "over the blocks",
         "buckets": "mean loss over contexts context_from..context_to",
         "summary": "gain = loss at context 1 minus the lowest bucket loss; context_for_90_percent_of_gain = the "
-        "shortest bucket whose loss is within 10% of that gain from the lowest",
+        "shortest bucket whose loss is within 10% of that gain from the lowest; gain_after_32_tokens = the loss of "
+        "the bucket of contexts 16-31 minus the lowest bucket loss from context 32 on (nats)",
     }
     folder, results = start_run(args, "context", units, PLOTS)
     with folder.discarded_on_failure():
@@ -135,6 +141,7 @@ def run(args) -> int:
         "loss_at_longest": "loss, longest contexts",
         "gain": "gain (nats)",
         "context_for_90_percent_of_gain": "context for 90% of the gain",
+        "gain_after_32_tokens": "gain after 32 tokens (nats)",
     }
     print(f"Loss (nats per token) by context on the {args.split} split:\n" + markdown_table(rows, columns))
     print(f"\nResults and plots in {folder.path}")
