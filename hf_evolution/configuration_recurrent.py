@@ -41,8 +41,8 @@ class RecurrentConfig(PreTrainedConfig):
             token), `"mean"` or `"max"` over real tokens. Padding never takes part.
         tie_word_embeddings (`bool`, defaults to `True`): Share the input embeddings with the LM output layer.
         initializer_range (`float`, defaults to 0.3): Embeddings and output layers start uniform in
-            `[-initializer_range, initializer_range]`. The classic 0.1 gives the first recurrent layer an input about
-            fifty times smaller than its recurrent term at hidden sizes of a few hundred: trained with AdamW, a
+            `[-initializer_range, initializer_range]`. With the classic 0.1 the current token reaches the first
+            recurrent layer as a pre-activation of about 0.02, drowned by the recurrent term: trained with AdamW, a
             vanilla RNN then stays on the unigram plateau, and gated ones leave it late (measured in the README).
         recurrent_initialization (`str`, defaults to `"orthogonal"`): How the recurrent layers start. `"orthogonal"`:
             orthogonal hidden-to-hidden weights, zero biases and, in an LSTM, forget-gate bias 1 (see `_init_weights`).

@@ -147,9 +147,9 @@ PRESETS = {
         bpe_vocab_size=8192,
         dropout=None,
     ),
-    # About 15 minutes on 2 CPU cores for the 9 trainings: 1,500 and 400 steps of 16 rows. A 4,096-token vocabulary
-    # (the output layer of 8,192 cost more than the 400k non-embedding parameters), no dropout (under two epochs it
-    # only slows learning) and the recurrent initialisation of 0.3: every family leaves the unigram plateau (README).
+    # 27 minutes on 2 CPU cores for the 9 trainings (2026-12-04): 1,500 and 400 steps of 16 rows. A 4,096-token
+    # vocabulary (the output layer of 8,192 cost more than the 400k non-embedding parameters), no dropout (under two
+    # epochs it only slows learning) and the recurrent initialisation of 0.3: every family leaves the unigram plateau.
     "default": Preset(
         size="small",
         lm_tokens=1_536_000,
@@ -197,7 +197,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preset",
         choices=list(PRESETS),
-        help="smoke (a minute, for tests), default (about 15 min on 2 CPU cores; the default), full (for a GPU)",
+        help="smoke (a minute, for tests), default (about 27 min on 2 CPU cores; the default), full (for a GPU)",
     )
     parser.add_argument("--size", choices=list(SIZES), help="model size (overrides the preset's)")
     parser.add_argument("--budget-tokens", type=int, help="training tokens per model (overrides the preset's)")
