@@ -15,7 +15,6 @@ import argparse
 import itertools
 import json
 import math
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -35,13 +34,12 @@ RESOLVED_PAIRS = [("rnn", "lstm"), ("rnn", "gru"), ("rnn", "gpt2")]  # (worse, b
 
 def run_compare(output: Path, smoke: bool) -> dict:
     """The comparison in `output`: started, resumed after a kill, or (finished) only read."""
-    command = [sys.executable, "-m", "hf_evolution.cli", "compare", "--seeds", str(SEEDS), "--output", str(output)]
-    if smoke:
-        command += ["--preset", "smoke"]
     results = output / "results.json"
-    if results.is_file():
-        command = [sys.executable, "-m", "hf_evolution.cli", "compare", "--resume", "--output", str(output)]
-    subprocess.run(command, check=True)
+    fresh = ["--seeds", str(SEEDS), *(["--preset", "smoke"] if smoke else [])]
+    options = ["--resume"] if results.is_file() else fresh
+    subprocess.run(
+        [sys.executable, "-m", "hf_evolution.cli", "compare", *options, "--output", str(output)], check=True
+    )
     return json.loads(results.read_text())
 
 
@@ -53,22 +51,23 @@ def per_seed(results: dict, task: str, key: str) -> dict[str, list[float]]:
     return figures
 
 
-def relative_spread(values: list[float]) -> float:
-    if len(values) < 2 or not all(isinstance(value, (int, float)) for value in values):
-        return math.inf
-    return statistics.stdev(values) / statistics.fmean(values)
-
-
 def judge(results: dict) -> tuple[dict, list[dict]]:
     """Per-family figures and the checks against the targets."""
     checks, figures = [], {"lm": {}, "classify": {}}
+    summary = {(row["task"], row["model"]): row for row in results["summary"]}
+
+    def std(task: str, model: str, key: str) -> float:
+        """The seeds' standard deviation as compare's summary has it; none (one seed, or diverged) fails."""
+        value = summary[task, model].get(f"{key}_std")
+        return math.inf if value is None else value
+
     perplexities = per_seed(results, "lm", "test_stream_perplexity")
     bits = per_seed(results, "lm", "test_stream_bits_per_byte")
     unigram = per_seed(results, "lm", "train_unigram_loss")
     for model, values in perplexities.items():
         losses = [math.log(value) if value else math.inf for value in values]
         ratios = [loss / reference for loss, reference in zip(losses, unigram[model], strict=True)]
-        spread = relative_spread(values)
+        spread = std("lm", model, "test_stream_perplexity") / summary["lm", model]["test_stream_perplexity"]
         figures["lm"][model] = {
             "test_stream_perplexity": values,
             "test_stream_bits_per_byte": bits[model],
@@ -83,11 +82,11 @@ def judge(results: dict) -> tuple[dict, list[dict]]:
                 check(f"lm {model}: worst seed's test stream bits/byte", worst, MAX_BITS_PER_BYTE, False, "")
             )
     for model, values in per_seed(results, "classify", "test_accuracy").items():
-        spread = statistics.stdev(values) if len(values) > 1 and None not in values else math.inf
+        spread = std("classify", model, "test_accuracy")
         figures["classify"][model] = {"test_accuracy": values, "std": spread}
         checks.append(check(f"classify {model}: test accuracy std", spread, MAX_ACCURACY_SPREAD, False, ""))
-    summary = {row["model"]: row for row in results["summary"] if row["task"] == "lm"}
-    entries = {entry["model"]: entry for entry in ranking(list(summary.values()), "test_stream_perplexity", True)}
+    lm_rows = {model: row for (task, model), row in summary.items() if task == "lm"}
+    entries = {entry["model"]: entry for entry in ranking(list(lm_rows.values()), "test_stream_perplexity", True)}
     resolved = sorted((model, other) for model, entry in entries.items() for other in entry.get("better_than", []))
     figures["resolved_lm_pairs"] = [f"{better} < {worse}" for better, worse in resolved]
     for worse, better in RESOLVED_PAIRS:
@@ -97,7 +96,7 @@ def judge(results: dict) -> tuple[dict, list[dict]]:
     for a, b in itertools.combinations(entries, 2):
         if (a, b) in resolved or (b, a) in resolved:
             continue
-        widths = [interval_width(summary[model]) for model in (a, b)]
+        widths = [interval_width(lm_rows[model]) for model in (a, b)]
         checks.append(check(f"lm: unresolved {a} / {b}, widest interval / mean", max(widths), MAX_TIE_WIDTH, False))
     return figures, checks
 
