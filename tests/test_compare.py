@@ -311,7 +311,9 @@ def test_intervals_stay_within_the_values_a_figure_can_take():
 def test_spread_gives_the_t_interval_from_three_seeds():
     figures = spread([1.0, 2.0, 3.0])
     assert figures["mean"] == 2.0 and figures["std"] == 1.0
-    assert figures["ci95"] == pytest.approx([2.0 - 4.303 / math.sqrt(3), 2.0 + 4.303 / math.sqrt(3)])
+    t_975_2 = 4.302652729911275  # Student's t, 0.975 quantile, 2 degrees of freedom
+    assert t_quantile(2) == pytest.approx(t_975_2, rel=1e-9)  # exact: 0.95 / sqrt(2 * 0.975 * 0.025)
+    assert figures["ci95"] == pytest.approx([2.0 - t_975_2 / math.sqrt(3), 2.0 + t_975_2 / math.sqrt(3)])
     assert spread([5.0]) == {"mean": 5.0, "std": None, "ci95": None}
     assert t_quantile(40) == pytest.approx(2.0211, abs=5e-4) and t_quantile(200) == pytest.approx(1.9719, abs=5e-4)
 

@@ -7,13 +7,8 @@ from __future__ import annotations
 import math
 import statistics
 
-# Two-sided 95% quantiles of Student's t distribution by degrees of freedom (the usual table); beyond 30 degrees of
-# freedom the Cornish-Fisher expansion to second order is within 0.0005 of the exact value.
-T_975 = {
-    1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-    11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086,
-    21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045, 30: 2.042,
-}  # fmt: skip
+from scipy import stats
+
 MIN_SEEDS_FOR_INTERVAL = 3
 # The figures each task is ranked by, and whether lower is better.
 RANKED_FIGURES = {
@@ -34,8 +29,8 @@ def is_finite(value) -> bool:
 
 
 def t_quantile(degrees_of_freedom: int) -> float:
-    df = degrees_of_freedom
-    return T_975.get(df, 1.95996 + 2.37227 / df + 2.82250 / df**2)
+    """The 0.975 quantile of Student's t distribution: the half-width factor of a two-sided 95% interval."""
+    return float(stats.t.ppf(0.975, degrees_of_freedom))
 
 
 def spread(values: list[float]) -> dict:
