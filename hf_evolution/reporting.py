@@ -57,21 +57,11 @@ def new_figure(width: float = 7.0, height: float = 4.5, **subplots):
 
 
 def plot_confusion_matrix(matrix, labels: list[str], path: str | os.PathLike, title: str) -> Path:
-    """Rows are true labels, columns predictions; each cell shows its count, shaded by the share of its row."""
+    """Rows are true labels, columns predictions; each cell shows its count (scikit-learn's ConfusionMatrixDisplay)."""
     import numpy as np
+    from sklearn.metrics import ConfusionMatrixDisplay
 
-    matrix = np.asarray(matrix)
-    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     figure, axes = new_figure(1.2 * len(labels) + 2.5, 1.0 * len(labels) + 2.0)
-    image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    axes.set_yticks(range(len(labels)), labels)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    axes.set_title(title)
-    for row in range(len(labels)):
-        for column in range(len(labels)):
-            color = "white" if shares[row, column] > 0.5 else "black"
-            axes.text(column, row, int(matrix[row, column]), ha="center", va="center", color=color)
-    figure.colorbar(image, ax=axes, label="share of the true label")
+    ConfusionMatrixDisplay(np.asarray(matrix), display_labels=labels).plot(ax=axes, cmap="Blues", xticks_rotation=45)
+    axes.set(xlabel="predicted", ylabel="true", title=title)
     return save_figure(figure, path)

@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from hf_evolution.reporting import markdown_table
+from hf_evolution import reporting
+from hf_evolution.reporting import markdown_table, plot_confusion_matrix
 from hf_evolution.runs import (
     MANIFEST,
     best_time,
@@ -139,3 +140,13 @@ def test_markdown_table_formats_numbers():
         {"model": "model", "params": "params", "ppl": "perplexity", "bpb": "bits/byte", "acc": "accuracy"},
     )
     assert table.splitlines()[2] == "| lstm | 1,234,567 | 123.5 | 1.23 | n/a |"
+
+
+def test_confusion_matrix_is_a_png_that_shows_the_counts(tmp_path, monkeypatch):
+    path = plot_confusion_matrix([[5, 1], [0, 12]], ["sport", "tech"], tmp_path / "matrix.png", "gru")
+    assert path == tmp_path / "matrix.png" and path.read_bytes().startswith(b"\x89PNG")
+    shown = []
+    monkeypatch.setattr(reporting, "save_figure", lambda figure, path: shown.append(figure.axes[0]))
+    plot_confusion_matrix([[5, 1], [0, 12]], ["sport", "tech"], tmp_path / "again.png", "gru")
+    assert sorted(text.get_text() for text in shown[0].texts) == ["0", "1", "12", "5"]
+    assert [label.get_text() for label in shown[0].get_xticklabels()] == ["sport", "tech"]
