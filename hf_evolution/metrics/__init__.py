@@ -1,8 +1,10 @@
-"""Offline ``evaluate`` metrics and the Trainer hooks built on them.
+"""Offline ``evaluate`` metrics of language models and the Trainer hooks for both tasks.
 
-Each metric is a standalone module in ``metrics/<name>/<name>.py`` that ``evaluate.load(metric_path(name))``
-loads without the Hub, and that ``evaluate.combine`` accepts. The helpers below plug them into
-``Trainer(compute_metrics=...)`` or turn ``Trainer.evaluate()``'s ``eval_loss`` into perplexity and bits per byte.
+Perplexity and bits per byte are standalone modules in ``metrics/<name>/<name>.py`` that
+``evaluate.load(metric_path(name))`` loads without the Hub, and that ``evaluate.combine`` accepts (the Hub's perplexity
+downloads a model; ours takes losses or logits). Classification is scored with scikit-learn directly. The helpers below
+plug into ``Trainer(compute_metrics=...)`` or turn ``Trainer.evaluate()``'s ``eval_loss`` into perplexity and bits per
+byte.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from pathlib import Path
 
 import evaluate
 import numpy as np
+from sklearn.metrics import accuracy_score, f1_score
 from transformers import EvalPrediction
 
-METRIC_NAMES = ("accuracy", "bits_per_byte", "f1", "perplexity")
+METRIC_NAMES = ("bits_per_byte", "perplexity")
 
 
 def metric_path(name: str) -> str:
@@ -31,12 +34,11 @@ def load_metric(name: str, **kwargs) -> evaluate.EvaluationModule:
 
 
 def classification_compute_metrics() -> Callable[[EvalPrediction], dict]:
-    """``compute_metrics`` for sequence or token classification: accuracy, macro F1 and micro F1.
+    """``compute_metrics`` for sequence or token classification: accuracy, macro F1 and micro F1 (scikit-learn's).
 
     Predictions are the argmax of the logits; positions labelled -100 (special tokens, non-first subwords,
     padding) are left out, so the same hook serves token classification.
     """
-    accuracy, f1 = load_metric("accuracy"), load_metric("f1")
 
     def compute_metrics(eval_prediction: EvalPrediction) -> dict:
         logits = eval_prediction.predictions
@@ -47,9 +49,9 @@ def classification_compute_metrics() -> Callable[[EvalPrediction], dict]:
         scored = references != -100
         predictions, references = predictions[scored], references[scored]
         return {
-            **accuracy.compute(predictions=predictions, references=references),
-            "f1_macro": f1.compute(predictions=predictions, references=references, average="macro")["f1"],
-            "f1_micro": f1.compute(predictions=predictions, references=references, average="micro")["f1"],
+            "accuracy": float(accuracy_score(references, predictions)),
+            "f1_macro": float(f1_score(references, predictions, average="macro")),
+            "f1_micro": float(f1_score(references, predictions, average="micro")),
         }
 
     return compute_metrics
