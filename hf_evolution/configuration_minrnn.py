@@ -2,13 +2,18 @@
 
 Their gates read the input only, never the previous state, so a whole sequence trains as one parallel scan and
 generation still carries a fixed-size state. They share every field of `RecurrentConfig` that applies to them and the
-validation that comes with it. This file imports nothing but transformers and its sibling, so that it travels as
-remote code.
+validation that comes with it. This file imports nothing but transformers, huggingface_hub and its sibling, so that it
+travels as remote code.
 """
 
-from .configuration_recurrent import RecurrentConfig
+from typing import Literal
+
+from huggingface_hub.dataclasses import strict
+
+from .configuration_recurrent import RecurrentConfig, bounded
 
 
+@strict
 class MinRNNConfig(RecurrentConfig):
     r"""
     Configuration of a minGRU or minLSTM language model or encoder, stacked as residual blocks the way the paper's
@@ -33,36 +38,22 @@ class MinRNNConfig(RecurrentConfig):
 
     model_type = "minrnn"
 
-    initializer_range: float = 0.02
-    recurrent_initialization: str = "torch"
-    intermediate_size: int | None = None
-    layer_norm_epsilon: float = 1e-5
+    initializer_range: int | float = bounded(0, above=True)(default=0.02)
+    intermediate_size: int | None = bounded(1)(default=None)
+    layer_norm_epsilon: int | float = bounded(0, above=True)(default=1e-5)
+    # What the recurrence does not have: it runs forward in time only and has no hidden-to-hidden weights to drop or to
+    # make orthogonal.
+    bidirectional: Literal[False] = False
+    weight_dropout: Literal[0, 0.0] = 0.0
+    recurrent_initialization: Literal["torch"] = "torch"
 
     def __post_init__(self, **kwargs):
-        if self.intermediate_size is None and isinstance(self.embedding_size or self.hidden_size, int):
+        if self.intermediate_size is None:
             self.intermediate_size = 4 * (self.embedding_size or self.hidden_size)
         super().__post_init__(**kwargs)
 
-    def validate_recurrent_fields(self):
-        super().validate_recurrent_fields()
-        value = self.intermediate_size
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`intermediate_size` must be a positive integer, got {value!r}.")
-        value = self.layer_norm_epsilon
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise ValueError(f"`layer_norm_epsilon` must be a positive number, got {value!r}.")
-        name = "min" + self.model_type[3:].upper()  # minGRU, minLSTM
-        if self.bidirectional:
-            raise ValueError(f"`bidirectional` must be False: a {name} runs forward in time only.")
-        if self.weight_dropout:
-            raise ValueError(f"`weight_dropout` must be 0: a {name} has no hidden-to-hidden weights to drop.")
-        if self.recurrent_initialization != "torch":
-            raise ValueError(
-                f'`recurrent_initialization` must be "torch": a {name} has no hidden-to-hidden weights to make '
-                f"orthogonal, got {self.recurrent_initialization!r}."
-            )
 
-
+@strict
 class MinGRUConfig(MinRNNConfig):
     r"""
     Configuration of a minGRU: `h_t = (1 - z_t) * h_{t-1} + z_t * g(W_h x_t)` with `z_t = sigmoid(W_z x_t)`. Takes every
@@ -80,6 +71,7 @@ class MinGRUConfig(MinRNNConfig):
     model_type = "mingru"
 
 
+@strict
 class MinLSTMConfig(MinRNNConfig):
     r"""
     Configuration of a minLSTM: `h_t = f'_t * h_{t-1} + i'_t * g(W_h x_t)` with the forget and input gates

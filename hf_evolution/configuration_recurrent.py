@@ -2,15 +2,35 @@
 
 The three families share one configuration (`RecurrentConfig`) and one implementation; each has its own class only so
 that it has its own `model_type` ("rnn", "lstm", "gru") on the Hub, in `AutoConfig` and in `run_clm.py --model_type`.
-This file imports nothing but transformers so that it can travel as remote code.
+Fields are checked the way transformers' own configs are: `@strict` (huggingface_hub) checks every value against its
+annotation (a `Literal` lists the allowed values) and its validator, at construction and at every assignment, and
+raises `StrictDataclassError` naming the field. This file imports nothing but transformers and huggingface_hub so that
+it can travel as remote code.
 """
 
+import math
+from typing import Literal, get_args
+
+from huggingface_hub.dataclasses import as_validated_field, strict
 from transformers import PreTrainedConfig
 
-POOLING_MODES = ("last", "mean", "max")
-RECURRENT_INITIALIZATIONS = ("orthogonal", "torch")
+PoolingMode = Literal["last", "mean", "max"]
+POOLING_MODES = get_args(PoolingMode)
 
 
+def bounded(low: float, high: float = math.inf, *, above: bool = False):
+    """A field whose number must lie in [low, high), or in (low, high) when `above`; None passes (optional fields)."""
+    allowed = f"{'(' if above else '['}{low}, {high})"
+
+    @as_validated_field
+    def check(value):
+        if value is not None and not ((low < value if above else low <= value) and value < high):
+            raise ValueError(f"must be in {allowed}, got {value!r}.")
+
+    return check
+
+
+@strict
 class RecurrentConfig(PreTrainedConfig):
     r"""
     Configuration of a recurrent language model or encoder. The defaults give a 2-layer, 512-unit network with tied
@@ -53,22 +73,22 @@ class RecurrentConfig(PreTrainedConfig):
 
     model_type = "recurrent"
 
-    vocab_size: int = 32000
-    embedding_size: int | None = None
-    hidden_size: int = 512
-    num_hidden_layers: int = 2
+    vocab_size: int = bounded(1)(default=32000)
+    embedding_size: int | None = bounded(1)(default=None)
+    hidden_size: int = bounded(1)(default=512)
+    num_hidden_layers: int = bounded(1)(default=2)
     bidirectional: bool = False
-    embedding_dropout: float = 0.0
-    input_dropout: float = 0.1
-    hidden_dropout: float = 0.1
-    weight_dropout: float = 0.0
-    activation_regularization: float = 0.0
-    temporal_activation_regularization: float = 0.0
-    classifier_dropout: float | None = None
-    classifier_pooling: str = "last"
+    embedding_dropout: int | float = bounded(0, 1)(default=0.0)
+    input_dropout: int | float = bounded(0, 1)(default=0.1)
+    hidden_dropout: int | float = bounded(0, 1)(default=0.1)
+    weight_dropout: int | float = bounded(0, 1)(default=0.0)
+    activation_regularization: int | float = bounded(0)(default=0.0)
+    temporal_activation_regularization: int | float = bounded(0)(default=0.0)
+    classifier_dropout: int | float | None = bounded(0, 1)(default=None)
+    classifier_pooling: PoolingMode = "last"
     tie_word_embeddings: bool = True
-    initializer_range: float = 0.3
-    recurrent_initialization: str = "orthogonal"
+    initializer_range: int | float = bounded(0, above=True)(default=0.3)
+    recurrent_initialization: Literal["orthogonal", "torch"] = "orthogonal"
     use_cache: bool = True
     pad_token_id: int | None = None
     bos_token_id: int | None = None
@@ -78,44 +98,15 @@ class RecurrentConfig(PreTrainedConfig):
         if self.embedding_size is None:
             self.embedding_size = self.hidden_size
         super().__post_init__(**kwargs)
-        self.validate_recurrent_fields()
 
-    def validate_recurrent_fields(self):
-        """Raise `ValueError` naming the field, so a bad value fails here and not deep inside torch."""
-        for name in ("vocab_size", "hidden_size", "embedding_size", "num_hidden_layers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-        for name in ("bidirectional", "tie_word_embeddings", "use_cache"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
-        for name in ("embedding_dropout", "input_dropout", "hidden_dropout", "weight_dropout", "classifier_dropout"):
-            value = getattr(self, name)
-            if name == "classifier_dropout" and value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-                raise ValueError(f"`{name}` must be a probability in [0, 1), got {value!r}.")
-        for name in ("activation_regularization", "temporal_activation_regularization"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"`{name}` must be a non-negative number, got {value!r}.")
-        if self.classifier_pooling not in POOLING_MODES:
-            raise ValueError(f"`classifier_pooling` must be one of {POOLING_MODES}, got {self.classifier_pooling!r}.")
-        if self.recurrent_initialization not in RECURRENT_INITIALIZATIONS:
-            raise ValueError(
-                f"`recurrent_initialization` must be one of {RECURRENT_INITIALIZATIONS}, got "
-                f"{self.recurrent_initialization!r}."
-            )
-        if isinstance(self.initializer_range, bool) or not isinstance(self.initializer_range, (int, float)):
-            raise ValueError(f"`initializer_range` must be a positive number, got {self.initializer_range!r}.")
-        if self.initializer_range <= 0:
-            raise ValueError(f"`initializer_range` must be a positive number, got {self.initializer_range!r}.")
+    def validate_token_ids(self):
+        """Refuse special tokens outside the vocabulary (transformers only warns; the embedding lookup fails later)."""
         for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
             ids = getattr(self, name)
             for token_id in ids if isinstance(ids, list) else [ids]:
-                if token_id is not None and (not isinstance(token_id, int) or not 0 <= token_id < self.vocab_size):
+                if token_id is not None and not 0 <= token_id < self.vocab_size:
                     raise ValueError(
-                        f"`{name}` must be a token id in [0, vocab_size={self.vocab_size}), got {token_id!r}."
+                        f"`{name}` must be a token id in [0, vocab_size={self.vocab_size}), got {token_id}."
                     )
 
     @classmethod
@@ -141,6 +132,7 @@ class RecurrentConfig(PreTrainedConfig):
         return 2 if self.model_type == "lstm" else 1
 
 
+@strict
 class RNNConfig(RecurrentConfig):
     r"""
     Configuration of a vanilla (Elman) RNN. Takes every argument of [`RecurrentConfig`], plus:
@@ -159,14 +151,10 @@ class RNNConfig(RecurrentConfig):
 
     model_type = "rnn"
 
-    nonlinearity: str = "tanh"
-
-    def validate_recurrent_fields(self):
-        super().validate_recurrent_fields()
-        if self.nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f'`nonlinearity` must be "tanh" or "relu", got {self.nonlinearity!r}.')
+    nonlinearity: Literal["tanh", "relu"] = "tanh"
 
 
+@strict
 class LSTMConfig(RecurrentConfig):
     r"""
     Configuration of an LSTM (Hochreiter & Schmidhuber 1997). Takes every argument of [`RecurrentConfig`].
@@ -183,6 +171,7 @@ class LSTMConfig(RecurrentConfig):
     model_type = "lstm"
 
 
+@strict
 class GRUConfig(RecurrentConfig):
     r"""
     Configuration of a GRU (Cho et al. 2014). Takes every argument of [`RecurrentConfig`].

@@ -21,12 +21,14 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 
 MANIFEST = ".hf-evolution-run.json"
-# What a user can get wrong: bad values, missing or foreign files and folders, Hub ids that do not resolve (datasets'
-# and huggingface_hub's errors are OSErrors), an optional dependency not installed. The command line prints these as
-# one line and exits with 2.
-USER_ERRORS = (ValueError, OSError, ModuleNotFoundError)
+# What a user can get wrong: bad values (config fields are refused by huggingface_hub's `@strict` validation, as
+# transformers' own configs are, with a StrictDataclassError), missing or foreign files and folders, Hub ids that do not
+# resolve (datasets' and huggingface_hub's errors are OSErrors), an optional dependency not installed. The command line
+# prints these as one line and exits with 2.
+USER_ERRORS = (ValueError, StrictDataclassError, OSError, ModuleNotFoundError)
 
 
 # --- device, seeds, timers, memory ----------------------------------------------------------------------------------

@@ -631,7 +631,11 @@ def test_config_overrides_win_over_the_matched_size_in_both_scripts(tmp_path, sm
 
 
 USER_MISTAKES = [
-    ("run_clm", ["--model_type", "lstm", "--config_overrides", "hidden_size=-3"], "`hidden_size` must be"),
+    (
+        "run_clm",
+        ["--model_type", "lstm", "--config_overrides", "hidden_size=-3"],
+        "field 'hidden_size': ValueError: must be in [1, inf), got -3.",
+    ),
     ("run_clm", ["--model_type", "lstm", "--train_file", "nowhere.txt"], "--train_file nowhere.txt does not"),
     ("run_clm", ["--model_name_or_path", "no/such-model-anywhere"], "no/such-model-anywhere"),
     ("run_classification", ["--model_type", "xlnet"], "Unknown model family 'xlnet'"),

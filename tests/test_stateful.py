@@ -5,6 +5,7 @@ import pytest
 import torch
 from conftest import make_model
 from datasets import Dataset
+from huggingface_hub.errors import StrictDataclassError
 from transformers import default_data_collator
 
 from hf_evolution.data import batchify_for_lm, stream_rows, token_stream
@@ -154,7 +155,9 @@ def test_activation_and_temporal_activation_regularization_add_their_awd_values(
     torch.testing.assert_close(outputs.loss, expected)
     regularized.eval()
     torch.testing.assert_close(regularized(ids, labels=ids).loss, plain.eval()(ids, labels=ids).loss)
-    with pytest.raises(ValueError, match="`activation_regularization` must be a non-negative number"):
+    with pytest.raises(
+        StrictDataclassError, match=r"'activation_regularization':\s+ValueError: must be in \[0, inf\)"
+    ):
         make_model("lstm", activation_regularization=-1.0)
 
 
