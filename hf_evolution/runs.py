@@ -71,7 +71,11 @@ def synchronize(device: torch.device | None) -> None:
 
 
 def best_time(fn: Callable[[], object], repeats: int = 3, *, warmup: int = 1, device: torch.device | None = None):
-    """The fastest of `repeats` calls after `warmup` calls, in seconds: on a shared machine noise only adds time."""
+    """The fastest of `repeats` calls after `warmup` calls, in seconds: on a shared machine noise only adds time.
+
+    Not `torch.utils.benchmark.Timer`: it decides the number of calls itself (`timeit(1)` makes 3, `blocked_autorange`
+    at least 2, one of them untimed) and times on one thread unless told, while the speed probe times a slow training
+    step (an optimizer step per call) exactly once, and a generation call can take seconds."""
     for _ in range(warmup):
         fn()
     synchronize(device)
