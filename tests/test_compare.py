@@ -254,7 +254,7 @@ def test_three_seeds_bring_intervals_and_tested_ranks(smoke_run, tmp_path):
     assert "Seeds 42, 43, 44" in text and text.count("95% intervals of the means over the seeds") == 2
     assert "Ranks by test ppl (blocks), lower is better:" in text and "Ranks by test acc, higher is better:" in text
     lm = [row for row in results["summary"] if row["task"] == "lm"]
-    half = 4.303 * 0.02 / math.sqrt(3)
+    half = t_quantile(2) * 0.02 / math.sqrt(3)
     for row in lm:
         assert row["test_perplexity_ci95"] == pytest.approx(
             [row["test_perplexity"] * (1 - half), row["test_perplexity"] * (1 + half)]
