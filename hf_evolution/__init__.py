@@ -4,24 +4,10 @@ Importing the package registers every configuration and head with the `Auto*` cl
 `AutoModelForCausalLM.from_config(LSTMConfig(...))`, `from_pretrained(folder)` and `pipeline(...)` work as for GPT-2.
 """
 
-import os
-
-# OpenMP threads that spin while they wait make torch's CPU RNN kernels up to 27x slower as soon as another process
-# holds a core (an LSTM training step: 4.2 s instead of 0.16 s); passive waiting removes that. It only takes effect
-# when set before torch loads (as for the `hf-evolution` command), and a value already set wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from transformers import (  # noqa: E402
-    AutoConfig,
-    AutoModel,
-    AutoModelForCausalLM,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
-)
-
-from .configuration_minrnn import MinGRUConfig, MinLSTMConfig, MinRNNConfig  # noqa: E402
-from .configuration_recurrent import GRUConfig, LSTMConfig, RecurrentConfig, RNNConfig  # noqa: E402
-from .modeling_minrnn import (  # noqa: E402
+from .configuration_minrnn import MinGRUConfig, MinLSTMConfig, MinRNNConfig
+from .configuration_recurrent import GRUConfig, LSTMConfig, RecurrentConfig, RNNConfig
+from .families import FAMILIES, Family, register_with_auto_classes
+from .modeling_minrnn import (
     MinGRUForCausalLM,
     MinGRUForSequenceClassification,
     MinGRUForTokenClassification,
@@ -35,7 +21,7 @@ from .modeling_minrnn import (  # noqa: E402
     MinRNNForTokenClassification,
     MinRNNModel,
 )
-from .modeling_recurrent import (  # noqa: E402
+from .modeling_recurrent import (
     GRUForCausalLM,
     GRUForSequenceClassification,
     GRUForTokenClassification,
@@ -58,32 +44,9 @@ from .modeling_recurrent import (  # noqa: E402
 
 __version__ = "0.1.0"
 
-# Per family: the configuration, then its heads in the order of `AUTO_CLASSES`.
-FAMILIES = {
-    "rnn": (RNNConfig, RNNModel, RNNForCausalLM, RNNForSequenceClassification, RNNForTokenClassification),
-    "lstm": (LSTMConfig, LSTMModel, LSTMForCausalLM, LSTMForSequenceClassification, LSTMForTokenClassification),
-    "gru": (GRUConfig, GRUModel, GRUForCausalLM, GRUForSequenceClassification, GRUForTokenClassification),
-    "mingru": (
-        MinGRUConfig,
-        MinGRUModel,
-        MinGRUForCausalLM,
-        MinGRUForSequenceClassification,
-        MinGRUForTokenClassification,
-    ),
-    "minlstm": (
-        MinLSTMConfig,
-        MinLSTMModel,
-        MinLSTMForCausalLM,
-        MinLSTMForSequenceClassification,
-        MinLSTMForTokenClassification,
-    ),
-}
-AUTO_CLASSES = (AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoModelForTokenClassification)
-
-for _model_type, (_config_class, *_heads) in FAMILIES.items():
-    AutoConfig.register(_model_type, _config_class, exist_ok=True)
-    for _auto_class, _head in zip(AUTO_CLASSES, _heads, strict=True):
-        _auto_class.register(_config_class, _head, exist_ok=True)
+for _family in FAMILIES.values():
+    if _family.is_ours:
+        register_with_auto_classes(_family)
 
 __all__ = [
     "RecurrentConfig",
@@ -124,4 +87,5 @@ __all__ = [
     "MinLSTMForSequenceClassification",
     "MinLSTMForTokenClassification",
     "FAMILIES",
+    "Family",
 ]
