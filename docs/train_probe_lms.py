@@ -1,9 +1,9 @@
-"""Train the small language models that the README's `hf-evolution probe context` figure reads.
+"""Train the small language models that the `hf-evolution probe context` figure of docs/probes.md reads.
 
 Each family (parameter-matched at --size) is trained for the same number of steps on the same blocks of the embedded
 BBC News corpus with a shared byte-level BPE tokenizer, then saved with its tokenizer, so that any probe takes the
 folder as `--model`. Each family trains as compare's default preset trains it: its own AdamW learning rate and
-gradient clipping (compare's LEARNING_RATES and MAX_GRAD_NORMS), no dropout, a 4,096-token vocabulary. A plain loop
+gradient clipping (each family's `learning_rates` and `max_grad_norm` in the family registry), no dropout, a 4,096-token vocabulary. A plain loop
 rather than Trainer, to stay a few lines long. With several seeds, each model goes to <output>/seed<N>/<family>.
 
 `--init transformers` replaces our recurrent initialisation by the generic one of transformers models (normal
@@ -21,9 +21,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from hf_evolution.compare.settings import LEARNING_RATES, MAX_GRAD_NORMS
 from hf_evolution.data import load_corpus, pack_for_lm
-from hf_evolution.families import DROPOUT_FIELDS, build_model
+from hf_evolution.families import FAMILIES, build_model
 from hf_evolution.tokenization import train_tokenizer
 
 
@@ -87,11 +86,11 @@ def main():
 
 
 def train_one(family, seed, args, tokenizer, train, validation, learning_rate_factor, output):
-    dropout = dict.fromkeys(DROPOUT_FIELDS[family], args.dropout)
+    dropout = dict.fromkeys(FAMILIES[family].dropout_fields, args.dropout)
     model = build_model(family, "lm", args.size, tokenizer, seed=seed, **dropout)
     if args.init == "transformers":
         generic_initialisation(model)
-    learning_rate = args.lr or LEARNING_RATES["lm"][family]
+    learning_rate = args.lr or FAMILIES[family].learning_rates["lm"]
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor)
     generator = torch.Generator().manual_seed(seed)  # every family reads the same blocks in the same order
@@ -100,7 +99,7 @@ def train_one(family, seed, args, tokenizer, train, validation, learning_rate_fa
     for _ in tqdm(range(args.steps), desc=f"{family} seed {seed}"):
         batch = train[torch.randint(len(train), (args.batch_size,), generator=generator)]
         model(input_ids=batch, labels=batch).loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORMS.get(family, 1.0))
+        torch.nn.utils.clip_grad_norm_(model.parameters(), FAMILIES[family].max_grad_norm)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)

@@ -1,4 +1,9 @@
-"""The model families side by side: matched sizes, the one model builder, parameter counts and descriptions.
+"""The model families: one record per family (`FAMILIES`), and what derives from it: matched sizes, the one model
+builder, parameter counts and descriptions.
+
+Adding a family is one `Family` record plus, for a family of ours, its `configuration_*.py` and `modeling_*.py`:
+registration with the `Auto*` classes, `--models`, sizing, learning rates, colours, the results schema and the code
+files saved beside a model all read the record (tests/test_families.py proves it with a made-up family).
 
 Comparisons are only fair at equal capacity, so sizes are set by non-embedding parameters (token and position
 embeddings left out, as in Kaplan et al. 2020): a size names a GPT-2/BERT width and depth, and each recurrent family
@@ -14,7 +19,9 @@ size (or any config field given explicitly, which wins over the matched size) + 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -25,58 +32,28 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     BertConfig,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    BertModel,
     GPT2Config,
+    GPT2ForSequenceClassification,
+    GPT2ForTokenClassification,
+    GPT2LMHeadModel,
+    GPT2Model,
     MambaConfig,
+    MambaForCausalLM,
+    MambaModel,
     PreTrainedConfig,
     PreTrainedModel,
 )
 
-from . import FAMILIES as RECURRENT_CLASSES
-
-RECURRENT_FAMILIES = tuple(RECURRENT_CLASSES)  # ours: rnn, lstm, gru, mingru, minlstm
-CLASSIC_FAMILIES = ("rnn", "lstm", "gru")
-MIN_RNN_FAMILIES = ("mingru", "minlstm")
-TRANSFORMER_CONFIGS = {"gpt2": GPT2Config, "bert": BertConfig}
-# The line in the order every table tells it: the classic recurrent networks, the transformers, then the revival.
-MODEL_FAMILIES = (*CLASSIC_FAMILIES, *TRANSFORMER_CONFIGS, *MIN_RNN_FAMILIES, "mamba")
-# `--models` (compare and the probes) takes families and these groups; compare's default is the classic line.
-MODEL_GROUPS = {
-    "classic": (*CLASSIC_FAMILIES, *TRANSFORMER_CONFIGS),
-    "revival": (*MIN_RNN_FAMILIES, "mamba"),
-    "all": MODEL_FAMILIES,
-}
-# What a family cannot do, and why: the tables and errors say it in these words.
-MISSING_HEADS = {
-    "lm": {"bert": "BERT is a bidirectional encoder: it has no causal perplexity"},
-    "classify": {"mamba": "transformers has no sequence classification head for Mamba"},
-    "tokens": {"mamba": "transformers has no token classification head for Mamba"},
-}
-# The config fields that set a family's dropout (the dropouts it uses by default; Mamba has none): one number for
-# every family, as compare's default preset sets 0 for runs shorter than an epoch or two.
-DROPOUT_FIELDS = {
-    **{family: ("input_dropout", "hidden_dropout") for family in ("rnn", "lstm", "gru", "mingru", "minlstm")},
-    "gpt2": ("resid_pdrop", "embd_pdrop", "attn_pdrop"),
-    "bert": ("hidden_dropout_prob", "attention_probs_dropout_prob"),
-    "mamba": (),
-}
-CAUSAL_FAMILIES = tuple(family for family in MODEL_FAMILIES if family not in MISSING_HEADS["lm"])
-ENCODER_FAMILIES = tuple(family for family in MODEL_FAMILIES if family not in MISSING_HEADS["classify"])
-FAMILY_NAMES = {
-    "rnn": "RNN",
-    "lstm": "LSTM",
-    "gru": "GRU",
-    "gpt2": "GPT-2",
-    "bert": "BERT",
-    "mingru": "minGRU",
-    "minlstm": "minLSTM",
-    "mamba": "Mamba",
-}
 TASKS = {
     "base": AutoModel,
     "lm": AutoModelForCausalLM,
     "classify": AutoModelForSequenceClassification,
     "tokens": AutoModelForTokenClassification,
 }
+KINDS = ("classic", "transformer", "revival")  # the line: classic recurrent networks, transformers, the revival
 
 
 @dataclass(frozen=True)
@@ -92,6 +69,258 @@ class ModelSize:
     heads: int
     max_positions: int = 1024
     recurrent_layers: int = 2
+
+
+@dataclass(frozen=True)
+class Family:
+    """Everything the package knows about one model family; nothing else lists families.
+
+    - `heads`: the model class per task of `TASKS` it has; `missing_heads` says, per task it lacks, why (tables and
+      errors use these words).
+    - `shape`: the config fields a size sets. A family with `width_matched` gets the `hidden_size` whose
+      non-embedding parameter count matches the transformer's; the others are the transformer shape itself.
+    - `learning_rates`: AdamW's per task (linear decay after 5% warmup), the best of a sweep over {1e-3, 3e-3, 1e-2}
+      on compare's default preset. `sgd_learning_rate` marks a classic recurrent LM, which can also train with plain
+      SGD and statefully; `max_grad_norm` is its clipping.
+    - `dropout_fields`: the config fields of its default dropouts, set together when a preset fixes dropout.
+    - `code_files`: for a family of ours, the module stems saved beside a model for `trust_remote_code`.
+    """
+
+    name: str
+    display_name: str
+    kind: str
+    config_class: type[PreTrainedConfig]
+    heads: dict[str, type[PreTrainedModel]]
+    shape: Callable[[ModelSize], dict]
+    learning_rates: dict[str, float]
+    color: str
+    describe: Callable[[PreTrainedModel], str]
+    width_matched: bool = True
+    missing_heads: dict[str, str] = field(default_factory=dict)
+    sgd_learning_rate: float | None = None
+    max_grad_norm: float = 1.0
+    dropout_fields: tuple[str, ...] = ()
+    code_files: tuple[str, ...] = ()
+
+    @property
+    def is_ours(self) -> bool:
+        return bool(self.code_files)
+
+
+def describe_recurrent(model: PreTrainedModel) -> str:
+    config = model.config
+    minimal = FAMILIES[config.model_type].kind == "revival"
+    traits = [
+        f"{'state' if minimal else 'hidden'} size {config.hidden_size}",
+        f"embedding size {config.embedding_size}",
+    ]
+    if minimal:
+        traits.append(f"residual blocks with a feed-forward part of {config.intermediate_size}")
+    if config.bidirectional:
+        traits.append("bidirectional")
+    if config.tie_word_embeddings and hasattr(model, "lm_head"):
+        traits.append("tied input and output embeddings")
+    if config.model_type == "rnn":
+        traits.append(f"{config.nonlinearity} units")
+    return f"{config.num_hidden_layers}-layer {FAMILIES[config.model_type].display_name} ({', '.join(traits)})"
+
+
+def describe_transformer(model: PreTrainedModel) -> str:
+    config = model.config
+    return (
+        f"{FAMILIES[config.model_type].display_name} ({config.num_hidden_layers} layers, width {config.hidden_size}, "
+        f"{config.num_attention_heads} heads)"
+    )
+
+
+def describe_mamba(model: PreTrainedModel) -> str:
+    config = model.config
+    return (
+        f"Mamba ({config.num_hidden_layers} layers, width {config.hidden_size}, state size {config.state_size}, "
+        f"expansion {config.expand})"
+    )
+
+
+def classic_shape(size: ModelSize) -> dict:
+    return dict(embedding_size=size.width, num_hidden_layers=size.recurrent_layers)
+
+
+def residual_shape(size: ModelSize) -> dict:
+    """minGRU and minLSTM: residual blocks as deep as the transformer, over a stream as wide as its embeddings."""
+    return dict(embedding_size=size.width, num_hidden_layers=size.layers)
+
+
+def gpt2_shape(size: ModelSize) -> dict:
+    # GPT-2's default token ids (50256) belong to its own vocabulary; ours come from the tokenizer.
+    return dict(
+        n_embd=size.width,
+        n_layer=size.layers,
+        n_head=size.heads,
+        n_positions=size.max_positions,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
+
+
+def bert_shape(size: ModelSize) -> dict:
+    return dict(
+        hidden_size=size.width,
+        num_hidden_layers=size.layers,
+        num_attention_heads=size.heads,
+        intermediate_size=4 * size.width,
+        max_position_embeddings=size.max_positions,
+    )
+
+
+def mamba_shape(size: ModelSize) -> dict:
+    # Twice the transformer's depth; Mamba's default token ids (0) belong to its own vocabulary.
+    return dict(num_hidden_layers=2 * size.layers, pad_token_id=None, bos_token_id=None, eos_token_id=None)
+
+
+def our_family(name: str, display_name: str, kind: str, prefix: str, code_files: tuple[str, str], **fields) -> Family:
+    """A family of ours: its configuration and modeling modules (`code_files`, in this package) name their classes
+    `<prefix>Config`, `<prefix>Model`, `<prefix>ForCausalLM`, `<prefix>ForSequenceClassification` and
+    `<prefix>ForTokenClassification`."""
+    config_module, modeling_module = (importlib.import_module(f"{__package__}.{stem}") for stem in code_files)
+    heads = ("Model", "ForCausalLM", "ForSequenceClassification", "ForTokenClassification")
+    return Family(
+        **{
+            "name": name,
+            "display_name": display_name,
+            "kind": kind,
+            "config_class": getattr(config_module, f"{prefix}Config"),
+            "heads": {task: getattr(modeling_module, prefix + head) for task, head in zip(TASKS, heads, strict=True)},
+            "describe": describe_recurrent,
+            "dropout_fields": ("input_dropout", "hidden_dropout"),
+            "code_files": code_files,
+            **fields,
+        }
+    )
+
+
+def classic_recurrent(name: str, display_name: str, prefix: str, **fields) -> Family:
+    """RNN, LSTM and GRU: torch's fused kernels, 2 layers, clipped at 0.25 as in AWD-LSTM and Zaremba et al., and
+    plain SGD at the classic word language model's 20 as their alternative optimiser."""
+    fields = {"code_files": ("configuration_recurrent", "modeling_recurrent"), **fields}
+    return our_family(
+        name,
+        display_name,
+        "classic",
+        prefix,
+        shape=classic_shape,
+        sgd_learning_rate=20.0,
+        max_grad_norm=0.25,
+        **fields,
+    )
+
+
+def min_recurrent(name: str, display_name: str, prefix: str, **fields) -> Family:
+    """minGRU and minLSTM (Feng et al. 2024): residual blocks whose recurrence is a parallel scan."""
+    fields = {"code_files": ("configuration_minrnn", "modeling_minrnn"), **fields}
+    return our_family(
+        name,
+        display_name,
+        "revival",
+        prefix,
+        shape=residual_shape,
+        learning_rates={"lm": 3e-3, "classify": 1e-3},
+        **fields,
+    )
+
+
+# The line in the order every table tells it: the classic recurrent networks, the transformers, then the revival.
+# Gated recurrent LMs take ten times larger AdamW steps than GPT-2.
+FAMILIES: dict[str, Family] = {
+    family.name: family
+    for family in (
+        classic_recurrent("rnn", "RNN", "RNN", learning_rates={"lm": 3e-3, "classify": 3e-3}, color="#d62728"),
+        classic_recurrent("lstm", "LSTM", "LSTM", learning_rates={"lm": 1e-2, "classify": 1e-3}, color="#1f77b4"),
+        classic_recurrent("gru", "GRU", "GRU", learning_rates={"lm": 1e-2, "classify": 3e-3}, color="#2ca02c"),
+        Family(
+            name="gpt2",
+            display_name="GPT-2",
+            kind="transformer",
+            config_class=GPT2Config,
+            heads={
+                "base": GPT2Model,
+                "lm": GPT2LMHeadModel,
+                "classify": GPT2ForSequenceClassification,
+                "tokens": GPT2ForTokenClassification,
+            },
+            shape=gpt2_shape,
+            width_matched=False,
+            learning_rates={"lm": 3e-3, "classify": 1e-3},
+            color="#9467bd",
+            describe=describe_transformer,
+            dropout_fields=("resid_pdrop", "embd_pdrop", "attn_pdrop"),
+        ),
+        Family(
+            name="bert",
+            display_name="BERT",
+            kind="transformer",
+            config_class=BertConfig,
+            heads={
+                "base": BertModel,
+                "classify": BertForSequenceClassification,
+                "tokens": BertForTokenClassification,
+            },
+            missing_heads={"lm": "BERT is a bidirectional encoder: it has no causal perplexity"},
+            shape=bert_shape,
+            width_matched=False,
+            learning_rates={"classify": 3e-3},
+            color="#ff7f0e",
+            describe=describe_transformer,
+            dropout_fields=("hidden_dropout_prob", "attention_probs_dropout_prob"),
+        ),
+        min_recurrent("mingru", "minGRU", "MinGRU", color="#8c564b"),
+        min_recurrent("minlstm", "minLSTM", "MinLSTM", color="#e377c2"),
+        Family(
+            name="mamba",
+            display_name="Mamba",
+            kind="revival",
+            config_class=MambaConfig,
+            heads={"base": MambaModel, "lm": MambaForCausalLM},
+            missing_heads={
+                "classify": "transformers has no sequence classification head for Mamba",
+                "tokens": "transformers has no token classification head for Mamba",
+            },
+            shape=mamba_shape,
+            learning_rates={"lm": 3e-3},
+            color="#17becf",
+            describe=describe_mamba,
+        ),
+    )
+}
+
+MODEL_FAMILIES = tuple(FAMILIES)
+RECURRENT_FAMILIES = tuple(name for name, family in FAMILIES.items() if family.is_ours)  # ours
+CLASSIC_FAMILIES = tuple(name for name, family in FAMILIES.items() if family.kind == "classic")
+MIN_RNN_FAMILIES = tuple(name for name in RECURRENT_FAMILIES if FAMILIES[name].kind == "revival")
+# `--models` (compare and the probes) takes families and these groups; compare's default is the classic line.
+MODEL_GROUPS = {
+    "classic": tuple(name for name, family in FAMILIES.items() if family.kind in ("classic", "transformer")),
+    "revival": tuple(name for name, family in FAMILIES.items() if family.kind == "revival"),
+    "all": MODEL_FAMILIES,
+}
+CAUSAL_FAMILIES = tuple(name for name, family in FAMILIES.items() if "lm" in family.heads)
+ENCODER_FAMILIES = tuple(name for name, family in FAMILIES.items() if "classify" in family.heads)
+
+
+def register_with_auto_classes(family: Family) -> None:
+    """Make `AutoConfig` and the `Auto*` head classes build this family of ours (`import hf_evolution` does it)."""
+    AutoConfig.register(family.name, family.config_class, exist_ok=True)
+    for task, head in family.heads.items():
+        TASKS[task].register(family.config_class, head, exist_ok=True)
+
+
+def family_color(name: str) -> str:
+    """A family's colour, the same in every plot so that charts of different runs read alike; grey for others."""
+    return FAMILIES[name].color if name in FAMILIES else "#7f7f7f"
+
+
+def missing_head(family: str, task: str) -> str | None:
+    """Why `family` has no head for `task`, or None if it has one."""
+    return FAMILIES[family].missing_heads.get(task) if family in FAMILIES else None
 
 
 SIZES = {
@@ -117,9 +346,9 @@ def requested_models(text: str) -> list[str]:
 
 def check_family(family: str, task: str = "base") -> None:
     """Refuse an unknown family, or one without a head for `task` (saying why), before any work."""
-    allowed = [name for name in MODEL_FAMILIES if name not in MISSING_HEADS.get(task, {})]
-    if family in MISSING_HEADS.get(task, {}):
-        raise ValueError(f"{MISSING_HEADS[task][family]}; for --task {task} choose one of {', '.join(allowed)}.")
+    allowed = [name for name, record in FAMILIES.items() if task in record.heads]
+    if missing_head(family, task):
+        raise ValueError(f"{missing_head(family, task)}; for --task {task} choose one of {', '.join(allowed)}.")
     if family not in allowed:
         raise ValueError(f"Unknown model family {family!r}; choose one of {', '.join(allowed)}.")
 
@@ -179,36 +408,12 @@ def canonical_fields(config_class: type[PreTrainedConfig], fields: dict) -> dict
     return {aliases.get(name, name): value for name, value in fields.items()}
 
 
-def transformer_config(family: str, size: ModelSize, vocab_size: int, fields: dict) -> PreTrainedConfig:
-    """GPT-2 or BERT at `size`; `fields` override any config field (width and depth included)."""
-    if family == "gpt2":
-        shape = dict(n_embd=size.width, n_layer=size.layers, n_head=size.heads, n_positions=size.max_positions)
-        # GPT-2's default token ids (50256) belong to its own vocabulary; ours come from the tokenizer.
-        shape.update(bos_token_id=None, eos_token_id=None)
-    else:
-        shape = dict(
-            hidden_size=size.width,
-            num_hidden_layers=size.layers,
-            num_attention_heads=size.heads,
-            intermediate_size=4 * size.width,
-            max_position_embeddings=size.max_positions,
-        )
-    config_class = TRANSFORMER_CONFIGS[family]
-    return config_class(vocab_size=vocab_size, **{**shape, **canonical_fields(config_class, fields)})
-
-
-def width_matched_config(family: str, size: ModelSize, vocab_size: int, fields: dict) -> PreTrainedConfig:
-    """A family whose `hidden_size` the match sets: the classic recurrent networks (2 layers, see `ModelSize`),
-    minGRU and minLSTM (residual blocks as deep as the transformer, over a stream as wide as its embeddings) and
-    Mamba (twice the transformer's depth)."""
-    if family == "mamba":
-        # Mamba's default token ids (0) belong to its own vocabulary; ours come from the tokenizer.
-        shape = dict(num_hidden_layers=2 * size.layers, pad_token_id=None, bos_token_id=None, eos_token_id=None)
-        return MambaConfig(vocab_size=vocab_size, **{**shape, **fields})
-    config_class = RECURRENT_CLASSES[family][0]
-    depth = size.recurrent_layers if family in CLASSIC_FAMILIES else size.layers
-    shape = dict(embedding_size=size.width, num_hidden_layers=depth)
-    return config_class(vocab_size=vocab_size, **{**shape, **fields})
+def family_config(family: str, size: ModelSize, vocab_size: int, fields: dict) -> PreTrainedConfig:
+    """The config of `family` in the shape `size` gives it; `fields` override any config field."""
+    config_class = FAMILIES[family].config_class
+    return config_class(
+        vocab_size=vocab_size, **{**FAMILIES[family].shape(size), **canonical_fields(config_class, fields)}
+    )
 
 
 def non_embedding_parameters(model: PreTrainedModel) -> int:
@@ -247,17 +452,13 @@ def matched_config(
 
 
 def sized_config(family: str, size: ModelSize, vocab_size: int, task: str, fields: dict) -> PreTrainedConfig:
-    if family in TRANSFORMER_CONFIGS:
-        return transformer_config(family, size, vocab_size, fields)
-    if "hidden_size" in fields:
-        return width_matched_config(family, size, vocab_size, fields)
+    if not FAMILIES[family].width_matched or "hidden_size" in fields:
+        return family_config(family, size, vocab_size, fields)
     reference_family = "gpt2" if task == "lm" else "bert"
-    target = count_for_config(transformer_config(reference_family, size, vocab_size, {}), task)
+    target = count_for_config(family_config(reference_family, size, vocab_size, {}), task)
 
     def count(hidden_size):
-        return count_for_config(
-            width_matched_config(family, size, vocab_size, {**fields, "hidden_size": hidden_size}), task
-        )
+        return count_for_config(family_config(family, size, vocab_size, {**fields, "hidden_size": hidden_size}), task)
 
     low, high = 1, 8 * size.width
     while count(high) < target:
@@ -266,7 +467,7 @@ def sized_config(family: str, size: ModelSize, vocab_size: int, task: str, field
         middle = (low + high) // 2
         low, high = (middle + 1, high) if count(middle) < target else (low, middle)
     best = min((low - 1, low), key=lambda hidden: abs(count(hidden) - target) if hidden > 0 else float("inf"))
-    return width_matched_config(family, size, vocab_size, {**fields, "hidden_size": best})
+    return family_config(family, size, vocab_size, {**fields, "hidden_size": best})
 
 
 def build_model(
@@ -329,28 +530,5 @@ def shape(config: PreTrainedConfig) -> str:
 
 def describe_model(model: PreTrainedModel) -> str:
     """One line on what the model is, for model cards and logs."""
-    config = model.config
-    name = FAMILY_NAMES.get(config.model_type, config.model_type)
-    if config.model_type in RECURRENT_FAMILIES:
-        size = "state size" if config.model_type in MIN_RNN_FAMILIES else "hidden size"
-        traits = [f"{size} {config.hidden_size}", f"embedding size {config.embedding_size}"]
-        if config.model_type in MIN_RNN_FAMILIES:
-            traits.append(f"residual blocks with a feed-forward part of {config.intermediate_size}")
-        if config.bidirectional:
-            traits.append("bidirectional")
-        if config.tie_word_embeddings and hasattr(model, "lm_head"):
-            traits.append("tied input and output embeddings")
-        if config.model_type == "rnn":
-            traits.append(f"{config.nonlinearity} units")
-        return f"{config.num_hidden_layers}-layer {name} ({', '.join(traits)})"
-    if config.model_type == "mamba":
-        return (
-            f"Mamba ({config.num_hidden_layers} layers, width {config.hidden_size}, state size {config.state_size}, "
-            f"expansion {config.expand})"
-        )
-    if config.model_type in TRANSFORMER_CONFIGS:
-        return (
-            f"{name} ({config.num_hidden_layers} layers, width {config.hidden_size}, "
-            f"{config.num_attention_heads} heads)"
-        )
-    return config.model_type
+    family = FAMILIES.get(model.config.model_type)
+    return family.describe(model) if family else model.config.model_type

@@ -10,18 +10,6 @@ import matplotlib
 matplotlib.use("Agg")  # files only: runs happen on servers without a display
 import matplotlib.pyplot as plt  # noqa: E402
 
-# Families keep one colour in every plot, so charts of different runs read alike.
-FAMILY_COLORS = {
-    "rnn": "#d62728",
-    "lstm": "#1f77b4",
-    "gru": "#2ca02c",
-    "gpt2": "#9467bd",
-    "bert": "#ff7f0e",
-    "mingru": "#8c564b",
-    "minlstm": "#e377c2",
-    "mamba": "#17becf",
-}
-
 
 def format_value(value) -> str:
     if isinstance(value, float):

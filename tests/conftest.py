@@ -19,10 +19,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
 import hf_evolution  # noqa: E402  (registers the Auto classes for every test)
+from hf_evolution.families import CLASSIC_FAMILIES, RECURRENT_FAMILIES  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-CLASSIC_FAMILIES = ("rnn", "lstm", "gru")  # torch's fused kernels; they also run bidirectional
-FAMILIES = (*CLASSIC_FAMILIES, "mingru", "minlstm")  # every recurrent family runs the contract tests
+# Every recurrent family of ours runs the contract tests; the classic ones (torch's fused kernels) also bidirectional.
+FAMILIES = RECURRENT_FAMILIES
 # (family, bidirectional) for the encoder heads.
 ENCODER_CASES = [(family, False) for family in FAMILIES] + [(family, True) for family in CLASSIC_FAMILIES]
 SENTENCES = [
@@ -86,25 +87,24 @@ def tiny_config(model_type: str, **overrides):
         eos_token_id=3,
     )
     fields.update(overrides)
-    return hf_evolution.FAMILIES[model_type][0](**fields)
+    return hf_evolution.FAMILIES[model_type].config_class(**fields)
 
 
 def class_prefix(model_type: str) -> str:
     """What a family's class names start with: `LSTM` in `LSTMForCausalLM`, `MinGRU` in `MinGRUModel`."""
-    return hf_evolution.FAMILIES[model_type][0].__name__.removesuffix("Config")
+    return hf_evolution.FAMILIES[model_type].config_class.__name__.removesuffix("Config")
 
 
 def code_files(model_type: str) -> tuple[str, str]:
     """The configuration and modeling files of a family, as a saved folder carries them."""
-    config_class, model_class = hf_evolution.FAMILIES[model_type][:2]
-    return tuple(cls.__module__.rsplit(".", 1)[-1] + ".py" for cls in (config_class, model_class))
+    return tuple(f"{stem}.py" for stem in hf_evolution.FAMILIES[model_type].code_files)
 
 
 def make_model(model_type: str, head: str = "causal", seed: int = 0, **overrides):
     """A freshly initialised model in eval mode; head is one of base, causal, sequence, token."""
     torch.manual_seed(seed)
-    index = {"base": 1, "causal": 2, "sequence": 3, "token": 4}[head]
-    return hf_evolution.FAMILIES[model_type][index](tiny_config(model_type, **overrides)).eval()
+    task = {"base": "base", "causal": "lm", "sequence": "classify", "token": "tokens"}[head]
+    return hf_evolution.FAMILIES[model_type].heads[task](tiny_config(model_type, **overrides)).eval()
 
 
 REFUSE_HF_EVOLUTION = textwrap.dedent(

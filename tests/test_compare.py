@@ -11,9 +11,8 @@ from huggingface_hub import ModelCard
 
 from hf_evolution.cli import main
 from hf_evolution.compare.experiment import run_notes
-from hf_evolution.compare.report import SCHEMA, write_outputs
+from hf_evolution.compare.report import results_schema, write_outputs
 from hf_evolution.compare.settings import (
-    BEST_LM_RECIPES,
     LEARNING_RATES,
     OPTIMIZERS,
     PROTOCOLS,
@@ -24,7 +23,7 @@ from hf_evolution.compare.settings import (
 )
 from hf_evolution.compare.statistics import ranking, spread, summarize, t_quantile
 from hf_evolution.configuration_recurrent import POOLING_MODES
-from hf_evolution.families import MODEL_FAMILIES, requested_models
+from hf_evolution.families import FAMILIES, MODEL_FAMILIES, requested_models
 from hf_evolution.runs import open_run_folder
 
 FIGURES = {
@@ -154,30 +153,30 @@ def test_every_language_model_row_carries_the_unigram_plateau_of_the_training_sp
 def test_the_default_preset_sizes_the_vocabulary_and_drops_dropout_for_every_family(tmp_path):
     from hf_evolution.compare.experiment import comparison_model
     from hf_evolution.compare.settings import PRESETS
-    from hf_evolution.families import DROPOUT_FIELDS
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    assert run_settings(parser.parse_args([]))["vocab_size"] == PRESETS["default"].bpe_vocab_size == 4096
-    assert run_settings(parser.parse_args(["--vocab-size", "512"]))["vocab_size"] == 512
-    assert run_settings(parser.parse_args(["--tokenizer", "char"]))["vocab_size"] is None  # the kind's own default
-    settings = {"pooling": "last"}
+    settings = run_settings(parser.parse_args([]))
+    assert settings.vocab_size == PRESETS["default"].bpe_vocab_size == 4096
+    assert run_settings(parser.parse_args(["--vocab-size", "512"])).vocab_size == 512
+    assert run_settings(parser.parse_args(["--tokenizer", "char"])).vocab_size is None  # the kind's own default
+    smoke_settings = run_settings(parser.parse_args(["--preset", "smoke"]))
     corpus = {"train": type("Split", (), {"features": {"label": type("L", (), {"names": ["a", "b"]})()}})()}
     for task, families in (("lm", ("rnn", "lstm", "gru", "gpt2", "mingru", "mamba")), ("classify", ("bert",))):
         for family in families:
-            model = comparison_model(task, family, 300, corpus, PRESETS["default"], settings, seed=0)
-            assert all(getattr(model.config, field) == 0.0 for field in DROPOUT_FIELDS[family]), family
-            smoke = comparison_model(task, family, 300, corpus, PRESETS["smoke"], settings, seed=0)
-            assert all(getattr(smoke.config, field) > 0 for field in DROPOUT_FIELDS[family]), family
+            fields = FAMILIES[family].dropout_fields
+            model = comparison_model(task, family, 300, corpus, settings, seed=0)
+            assert all(getattr(model.config, field) == 0.0 for field in fields), family
+            smoke = comparison_model(task, family, 300, corpus, smoke_settings, seed=0)
+            assert all(getattr(smoke.config, field) > 0 for field in fields), family
 
 
 def test_each_family_trains_its_own_best_way_by_default(smoke_run):
     runs = json.loads((smoke_run / "results.json").read_text())["runs"]
     rows = {row["model"]: row for row in runs if row["task"] == "lm"}
-    for family, best in BEST_LM_RECIPES.items():
-        recipe = (rows[family]["training"], rows[family]["optimizer"], rows[family]["learning_rate"])
-        assert recipe == ("stateful" if best["stateful"] else "blocks", best["optimizer"], best["learning_rate"])
-    assert (rows["gpt2"]["training"], rows["gpt2"]["optimizer"]) == ("blocks", "adamw")
+    for family, row in rows.items():
+        recipe = (row["training"], row["optimizer"], row["learning_rate"])
+        assert recipe == ("blocks", "adamw", FAMILIES[family].learning_rates["lm"]), family
 
 
 def test_the_stateful_protocol_with_sgd_trains_the_classic_way(tmp_path):
@@ -229,7 +228,7 @@ def test_results_markdown_reads_as_a_table(smoke_run, capsys):
 
 
 def test_results_json_follows_its_shipped_schema(smoke_run):
-    schema = json.loads(SCHEMA.read_text())
+    schema = results_schema()
     choices = schema["$defs"]["settings"]["properties"]
     assert choices["protocol"]["enum"] == list(PROTOCOLS) and choices["pooling"]["enum"] == list(POOLING_MODES)
     assert schema["$defs"]["model"]["enum"] == [*MODEL_FAMILIES, "bert-pretrained"], "the schema follows the code"
@@ -265,7 +264,7 @@ def test_three_seeds_bring_intervals_and_tested_ranks(smoke_run, tmp_path):
     classify = ranking([row for row in results["summary"] if row["task"] == "classify"], "test_accuracy", False)
     for entry in classify:  # identical seeds: zero-width intervals, so only equal means tie
         assert entry["best_rank"] == 1 + sum(other["mean"] > entry["mean"] for other in classify)
-    jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text())).validate(results)
+    jsonschema.Draft202012Validator(results_schema()).validate(results)
 
 
 def summary_row(model: str, mean: float, half_width: float | None) -> dict:

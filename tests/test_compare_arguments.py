@@ -9,6 +9,7 @@ import csv
 import json
 import math
 import time
+from dataclasses import replace
 
 import jsonschema
 import pytest
@@ -18,7 +19,7 @@ import hf_evolution.compare
 import hf_evolution.probes.speed
 from hf_evolution.cli import build_parser, main
 from hf_evolution.compare.experiment import chosen_trial
-from hf_evolution.compare.report import SCHEMA, write_outputs
+from hf_evolution.compare.report import results_schema, write_outputs
 from hf_evolution.compare.settings import LEARNING_RATES, SWEEP_GRIDS
 from hf_evolution.compare.statistics import ranking, summarize
 
@@ -46,7 +47,7 @@ def strict_json(text: str):
 
 
 def validate(results: dict) -> None:
-    jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text())).validate(results)
+    jsonschema.Draft202012Validator(results_schema()).validate(results)
 
 
 @pytest.mark.parametrize(
@@ -177,17 +178,17 @@ def test_resume_refuses_the_options_that_would_change_the_run_and_names_them(tmp
     same = ["--models", "lstm", "--task", "lm", "--preset", "smoke", "--seeds", "42,", "--seed", "42"]
     assert main(["compare", "--resume", "--output", run, *same, "--device", "cpu"]) == 0
     resumed = comparison.settings[-1]
-    assert resumed == {**first, "device": "cpu"}
+    assert resumed == replace(first, device="cpu")
     assert strict_json((tmp_path / "run" / "results.json").read_text())["settings"]["device"] == "auto"
 
     # --seeds that keeps the run's seeds adds the others; one that drops or reorders them is refused.
     for seeds in ("0,1", "43,44", "43,42"):
         assert "--seeds would change" in refused(["compare", "--resume", "--output", run, "--seeds", seeds], capsys)
     assert main(["compare", "--resume", "--output", run, "--seeds", "3"]) == 0
-    assert comparison.settings[-1]["seeds"] == [42, 43, 44]
+    assert comparison.settings[-1].seeds == [42, 43, 44]
     stored = strict_json((tmp_path / "run" / "results.json").read_text())["settings"]
     assert stored["seeds"] == [42, 43, 44] and stored["options"]["seeds"] == 3
-    assert main(["compare", "--resume", "--output", run]) == 0 and comparison.settings[-1]["seeds"] == [42, 43, 44]
+    assert main(["compare", "--resume", "--output", run]) == 0 and comparison.settings[-1].seeds == [42, 43, 44]
 
     # A results.json from before the options were stored cannot tell: any option is refused, none is fine.
     path = tmp_path / "run" / "results.json"
@@ -347,3 +348,34 @@ def test_resume_with_more_seeds_trains_only_the_new_ones_and_reports_their_sprea
     assert results["runs"][0] == first["runs"][0], "the finished seed is kept, not retrained"
     (summary,) = results["summary"]
     assert summary["n_seeds"] == 2 and summary["test_stream_perplexity_std"] is not None
+
+
+def test_the_command_sets_passive_openmp_waiting_and_the_package_leaves_the_environment_alone(monkeypatch):
+    """OpenMP reads its wait policy once, when torch loads: the command starts itself again with it set, unless the
+    user set one; importing the package changes nothing in the process environment."""
+    import os
+    import subprocess
+    import sys
+
+    import hf_evolution.cli
+
+    env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+    imported = subprocess.run(
+        [sys.executable, "-c", "import os, hf_evolution; print(os.environ.get('OMP_WAIT_POLICY'))"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert imported.stdout.strip() == "None"
+
+    started = []
+    monkeypatch.setattr(hf_evolution.cli.os, "execv", lambda path, argv: started.append((path, argv)))
+    monkeypatch.setattr(hf_evolution.cli, "main", lambda: 0)
+    monkeypatch.setattr(sys, "argv", ["hf-evolution", "compare", "--preset", "smoke"])
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    hf_evolution.cli.console_main()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert started == [(sys.executable, [sys.executable, "-m", "hf_evolution.cli", "compare", "--preset", "smoke"])]
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert hf_evolution.cli.console_main() == 0 and len(started) == 1, "a policy the user set wins, no restart"

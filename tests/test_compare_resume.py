@@ -12,7 +12,7 @@ import pytest
 from conftest import killed_at
 
 from hf_evolution.cli import main
-from hf_evolution.compare.report import SCHEMA
+from hf_evolution.compare.report import results_schema
 
 # Kills spread over a run, each in the resumed process of the one before (the counts are that process's calls):
 # mid-training before any checkpoint, inside a checkpoint save, right after one, inside the write of results.json,
@@ -79,7 +79,7 @@ def test_two_seeds_give_their_own_figures_and_the_summary_is_their_mean(two_seed
 
 
 def test_results_with_seeds_follow_the_shipped_schema_which_refuses_what_is_missing(two_seed_run):
-    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
+    validator = jsonschema.Draft202012Validator(results_schema())
     results = json.loads((two_seed_run / "results.json").read_text())
     validator.validate(results)
     broken = json.loads(json.dumps(results))

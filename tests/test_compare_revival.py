@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 
 from hf_evolution.cli import main
-from hf_evolution.compare.report import SCHEMA
+from hf_evolution.compare.report import results_schema
 from hf_evolution.families import count_for_config, matched_config
 
 
@@ -43,5 +43,5 @@ def test_the_revival_runs_in_the_order_of_the_line_and_mamba_says_why_it_does_no
 
 
 def test_revival_results_follow_the_shipped_schema(revival_run):
-    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
+    validator = jsonschema.Draft202012Validator(results_schema())
     validator.validate(json.loads((revival_run / "results.json").read_text()))

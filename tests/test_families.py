@@ -1,4 +1,7 @@
-"""Matched sizes and from-scratch construction for every family."""
+"""The family registry, matched sizes and from-scratch construction for every family."""
+
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -106,3 +109,134 @@ def test_labels_name_the_classes_and_must_agree_with_num_labels(tiny_tokenizer):
         build_model("gru", "classify", "tiny", tiny_tokenizer, labels=["a", "b", "c"], num_labels=2)
     with pytest.raises(ValueError, match="Unknown size 'huge'"):
         build_model("gru", "lm", "huge", tiny_tokenizer)
+
+
+TOY_CONFIGURATION = """
+from .configuration_recurrent import GRUConfig
+
+
+class ToyGRUConfig(GRUConfig):
+    model_type = "toygru"
+"""
+TOY_MODELING = """
+from .configuration_toygru import ToyGRUConfig
+from .modeling_recurrent import (
+    GATES_PER_FAMILY,
+    RECURRENT_MODULES,
+    GRUForCausalLM,
+    GRUForSequenceClassification,
+    GRUForTokenClassification,
+    GRUModel,
+)
+
+RECURRENT_MODULES["toygru"], GATES_PER_FAMILY["toygru"] = RECURRENT_MODULES["gru"], GATES_PER_FAMILY["gru"]
+
+
+class ToyGRUModel(GRUModel):
+    config_class = ToyGRUConfig
+
+
+class ToyGRUForCausalLM(GRUForCausalLM):
+    config_class = ToyGRUConfig
+
+
+class ToyGRUForSequenceClassification(GRUForSequenceClassification):
+    config_class = ToyGRUConfig
+
+
+class ToyGRUForTokenClassification(GRUForTokenClassification):
+    config_class = ToyGRUConfig
+"""
+TOY_RECORD = """        classic_recurrent(
+            "toygru",
+            "ToyGRU",
+            "ToyGRU",
+            code_files=("configuration_toygru", "modeling_toygru"),
+            learning_rates={"lm": 7e-3, "classify": 2e-3},
+            color="#123456",
+        ),
+"""
+# What a family of the registry gets without any other edit: run in a copy of the package that has one more record.
+TOY_CHECKS = """
+import json, sys
+from pathlib import Path
+
+import jsonschema
+from transformers import AutoConfig, AutoModelForCausalLM
+
+import hf_evolution
+from hf_evolution.cli import build_parser, main
+from hf_evolution.compare.report import results_schema
+from hf_evolution.compare.settings import run_settings, training_recipe
+from hf_evolution.families import (
+    TASKS, build_model, count_for_config, describe_model, family_color, matched_config, requested_models
+)
+from hf_evolution.probes.common import DEFAULT_FAMILIES
+from hf_evolution.training.trainer import REMOTE_CODE_FILES
+
+work = Path(sys.argv[1])
+assert hf_evolution.__file__.startswith(str(work)), hf_evolution.__file__
+from hf_evolution.configuration_toygru import ToyGRUConfig
+from hf_evolution.modeling_toygru import ToyGRUForCausalLM
+
+assert type(AutoConfig.for_model("toygru")) is ToyGRUConfig
+assert requested_models("classic") == ["rnn", "lstm", "gru", "toygru", "gpt2", "bert"]
+assert "toygru" in DEFAULT_FAMILIES
+for task in TASKS:
+    model = build_model("toygru", task, "tiny", 300, labels=["a", "b"] if task in ("classify", "tokens") else None)
+    assert type(model).__name__.startswith("ToyGRU"), (task, type(model))
+reference = count_for_config(matched_config("gpt2", "small", 8192), "lm")
+assert abs(count_for_config(matched_config("toygru", "small", 8192), "lm") - reference) / reference < 0.05
+assert training_recipe("lm", "toygru", "best", None, None).learning_rate == 7e-3
+stateful = training_recipe("lm", "toygru", "stateful", "sgd", None)
+assert (stateful.optimizer, stateful.learning_rate, stateful.stateful) == ("sgd", 20.0, True)
+assert training_recipe("classify", "toygru", "best", None, None).learning_rate == 2e-3
+args = build_parser().parse_args(["compare", "--models", "toygru", "--preset", "smoke"])
+assert run_settings(args).models == {"lm": ["toygru"], "classify": ["toygru"]}
+assert family_color("toygru") == "#123456" and "ToyGRU" in describe_model(model)
+assert {"configuration_toygru.py", "modeling_toygru.py"} <= set(REMOTE_CODE_FILES)
+
+model = build_model("toygru", "lm", "tiny", 300)
+model.save_pretrained(work / "saved")
+assert type(AutoModelForCausalLM.from_pretrained(work / "saved")) is ToyGRUForCausalLM
+
+output = work / "run"
+command = ["compare", "--preset", "smoke", "--task", "lm", "--models", "toygru", "--budget-tokens", "4096"]
+assert main([*command, "--output", str(output)]) == 0
+results = json.loads((output / "results.json").read_text())
+jsonschema.Draft202012Validator(results_schema()).validate(results)
+assert [row["model"] for row in results["runs"]] == ["toygru"]
+assert "toygru" in (output / "results.md").read_text()
+print("toy family ok")
+"""
+
+
+def test_a_new_family_is_one_record_plus_its_modeling_files(tmp_path):
+    """Copy the package, add configuration_toygru.py, modeling_toygru.py and one record to FAMILIES, and nothing
+    else: the Auto classes, --models, sizing, learning rates, colour, the results schema, the saved code files and a
+    compare run all take the new family."""
+    import shutil
+    import subprocess
+    import sys
+
+    import hf_evolution
+
+    package = tmp_path / "hf_evolution"
+    shutil.copytree(Path(hf_evolution.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    (package / "configuration_toygru.py").write_text(TOY_CONFIGURATION)
+    (package / "modeling_toygru.py").write_text(TOY_MODELING)
+    families = package / "families.py"
+    source = families.read_text()
+    anchor = '        Family(\n            name="gpt2",'
+    assert source.count(anchor) == 1, "the record goes right before GPT-2's"
+    families.write_text(source.replace(anchor, TOY_RECORD + anchor))
+    (tmp_path / "checks.py").write_text(TOY_CHECKS)
+    result = subprocess.run(
+        [sys.executable, str(tmp_path / "checks.py"), str(tmp_path)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0 and "toy family ok" in result.stdout, result.stderr[-3000:]

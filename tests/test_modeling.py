@@ -78,8 +78,8 @@ def test_nonlinearity_belongs_to_the_vanilla_rnn_only():
 
 
 def test_config_defaults_and_model_types():
-    model_types = [config_class.model_type for config_class, *_ in hf_evolution.FAMILIES.values()]
-    assert model_types == list(hf_evolution.FAMILIES) == ["rnn", "lstm", "gru", "mingru", "minlstm"]
+    assert [family.config_class.model_type for family in hf_evolution.FAMILIES.values()] == list(hf_evolution.FAMILIES)
+    assert FAMILIES == ("rnn", "lstm", "gru", "mingru", "minlstm")
     config = LSTMConfig(hidden_size=64)
     assert config.embedding_size == 64, "embedding_size follows hidden_size when unset"
     assert config.tie_word_embeddings is True
@@ -91,13 +91,14 @@ def test_config_defaults_and_model_types():
 def test_auto_classes_are_registered(model_type):
     config = tiny_config(model_type)
     assert type(AutoConfig.for_model(model_type)) is type(config)
-    families = hf_evolution.FAMILIES[model_type]
-    for auto_class, head in zip(
-        (AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoModelForTokenClassification),
-        families[1:],
-        strict=True,
+    heads = hf_evolution.FAMILIES[model_type].heads
+    for auto_class, task in (
+        (AutoModel, "base"),
+        (AutoModelForCausalLM, "lm"),
+        (AutoModelForSequenceClassification, "classify"),
+        (AutoModelForTokenClassification, "tokens"),
     ):
-        assert type(auto_class.from_config(config)) is head
+        assert type(auto_class.from_config(config)) is heads[task]
 
 
 def test_causal_lm_refuses_bidirectional():

@@ -12,11 +12,12 @@ and never chosen by a learning-rate sweep.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from ..runs import default_run_dir, open_run_folder, write_json
 from .experiment import load_results, new_results, run_comparison
 from .report import OUTPUTS, PLOTS, SCHEMA_VERSION
-from .settings import PRESETS, TASKS, add_arguments, command_line, resume_conflicts, run_settings
+from .settings import PRESETS, TASKS, RunSettings, add_arguments, command_line, resume_conflicts, run_settings
 
 __all__ = ["PRESETS", "add_parser", "run"]
 
@@ -44,10 +45,10 @@ def run(args) -> int:
                 f"{folder.path / 'results.json'} is the results.json of another version of hf-evolution (schema "
                 f"{results.get('schema_version', 1)}, this one resumes {SCHEMA_VERSION}); start a new run."
             )
-        settings = results["settings"]
+        settings = RunSettings.from_json(results["settings"])
         conflicts, more_seeds = resume_conflicts(args, settings)
         if conflicts:
-            started = settings.get("options")
+            started = settings.options
             raise ValueError(
                 f"--resume continues the run in {folder.path} with the settings it was started with, and "
                 f"{', '.join(conflicts)} would change them"
@@ -55,19 +56,19 @@ def run(args) -> int:
                 + ". Leave them out, or start a new run in another --output."
             )
         if more_seeds:  # a finished run grows: the models train with the new seeds only
-            print(f"Adding seeds {', '.join(map(str, more_seeds[len(settings['seeds']) :]))} to the run.")
-            settings["seeds"] = more_seeds
-            settings["options"]["seeds"] = args.seeds
+            print(f"Adding seeds {', '.join(map(str, more_seeds[len(settings.seeds) :]))} to the run.")
+            settings = replace(settings, seeds=more_seeds, options={**settings.options, "seeds": args.seeds})
+            results["settings"] = settings.to_json()
             write_json(folder.path / "results.json", results)
         if args.device is not None:  # where this process trains, not what the run is
-            settings = {**settings, "device": args.device}
+            settings = replace(settings, device=args.device)
         print(f"Resuming {folder.path}: {len(results['runs'])} model(s) finished, settings as first run.")
     else:
         settings = run_settings(args)
         folder = open_run_folder(
             args.output or default_run_dir("compare"),
             overwrite=args.overwrite,
-            protected=[settings["dataset"], settings["tokenizer"], settings["pretrained_bert"]],
+            protected=[settings.dataset, settings.tokenizer, settings.pretrained_bert],
         )
         args.output = str(folder.path)  # for the message of an interrupted run: `--resume --output` this folder
         folder.claim(*OUTPUTS, "tokenizer", "models", *(f"{task}_{plot}" for task in TASKS for plot in PLOTS))

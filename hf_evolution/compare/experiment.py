@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import DataCollatorWithPadding, TrainerCallback, default_data_collator
+from datasets import DatasetDict
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase, TrainerCallback, default_data_collator
 
 from ..data import (
     batchify_for_lm,
@@ -25,96 +27,110 @@ from ..data import (
 )
 from ..evaluation import stream_loss
 from ..families import (
-    DROPOUT_FIELDS,
-    MISSING_HEADS,
+    FAMILIES,
     RECURRENT_FAMILIES,
     TASKS,
     build_model,
     label_fields,
+    missing_head,
     parameter_counts,
     shape,
 )
 from ..metrics import classification_compute_metrics, lm_metrics
-from ..runs import PeakMemory, best_time, environment, finite_or_null, pick_device, seed_everything, shared_tokenizer
+from ..runs import (
+    PeakMemory,
+    RunFolder,
+    best_time,
+    environment,
+    finite_or_null,
+    pick_device,
+    seed_everything,
+    shared_tokenizer,
+)
 from ..tokenization import load_tokenizer
 from ..training import EvolutionTrainer, EvolutionTrainingArguments, last_complete_checkpoint
 from .report import SCHEMA_VERSION, UNITS, write_outputs
-from .settings import SWEEP_METRICS, Preset
+from .settings import SWEEP_METRICS, Preset, RunSettings
 from .statistics import is_finite, is_quality
 
 
-def run_comparison(folder, settings: dict, results: dict) -> int:
+@dataclass
+class Comparison:
+    """What every training of a run shares: its folder and settings, the corpus, the shared tokenizer, the device,
+    and the data each tokenizer prepares once."""
+
+    folder: RunFolder
+    settings: RunSettings
+    corpus: DatasetDict
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+    data_cache: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One training: a model of a task, with one seed and learning rate, saved under models/`name`."""
+
+    task: str
+    family: str
+    seed: int
+    learning_rate: float
+    name: str
+
+
+def run_comparison(folder: RunFolder, settings: RunSettings, results: dict) -> int:
     """Train and measure every (task, model) of the plan that results.json does not hold yet."""
     run_dir = folder.path
-    seed_everything(settings["seed"])
-    device = pick_device(settings["device"])
-    preset = Preset(**settings["preset"])
+    seed_everything(settings.seed)
     corpus = load_corpus(
-        settings["dataset"],
-        dataset_config=settings["dataset_config"],
-        text_column=settings["text_column"],
-        label_column=settings["label_column"],
-        seed=settings["seed"],
-        max_documents=preset.max_documents,
+        settings.dataset,
+        dataset_config=settings.dataset_config,
+        text_column=settings.text_column,
+        label_column=settings.label_column,
+        seed=settings.seed,
+        max_documents=settings.preset.max_documents,
     )
-    if "classify" in settings["tasks"] and "label" not in corpus["train"].column_names:
-        raise ValueError(
-            f"{settings['dataset']} has no label column for --task classify; name it with --label-column."
-        )
+    if "classify" in settings.tasks and "label" not in corpus["train"].column_names:
+        raise ValueError(f"{settings.dataset} has no label column for --task classify; name it with --label-column.")
     tokenizer = shared_tokenizer(
-        settings["tokenizer"],
+        settings.tokenizer,
         corpus["train"],
-        vocab_size=settings["vocab_size"],
+        vocab_size=settings.vocab_size,
         folder=run_dir / "tokenizer",
         run_folder=folder,
     )
     if tokenizer.pad_token is None:
         raise ValueError(
-            f"Tokenizer {settings['tokenizer']} has no pad token; classification pads batches. Train one instead "
+            f"Tokenizer {settings.tokenizer} has no pad token; classification pads batches. Train one instead "
             "(--tokenizer bpe) or use a tokenizer with a pad token."
         )
+    run = Comparison(folder, settings, corpus, tokenizer, pick_device(settings.device))
     results["notes"] = run_notes(settings)
-    plan = [(task, family) for task in settings["tasks"] for family in settings["models"][task]]
+    plan = [(task, family) for task in settings.tasks for family in settings.models[task]]
     progress = Progress(sum(trials_of(settings, task, family) for task, family in plan))
-    data_cache = {}
 
-    def trial(task, family, seed, learning_rate, name, into: list, finished: bool) -> None:
+    def train(trial: Trial, into: list, finished: bool) -> None:
         """Train and measure one model into `into` (the runs, or a sweep's trials), unless a run before did."""
-        what = f"{task} {family} seed {seed} lr {learning_rate:g}"
+        what = f"{trial.task} {trial.family} seed {trial.seed} lr {trial.learning_rate:g}"
         if finished:
             progress.skip(what)
             return
         progress.start(what)
-        into.append(
-            train_and_measure(
-                task,
-                family,
-                seed,
-                learning_rate,
-                name,
-                corpus,
-                tokenizer,
-                settings,
-                preset,
-                folder,
-                device,
-                data_cache,
-            )
-        )
+        into.append(train_and_measure(run, trial))
         write_outputs(run_dir, results)
         folder.mark_progress()
 
     for task, family in plan:
-        seeds = settings["seeds"]
-        learning_rate = settings["recipes"][task][family]["learning_rate"]
+        seeds = settings.seeds
+        learning_rate = settings.recipe(task, family).learning_rate
         done = {row["seed"] for row in results["runs"] if (row["task"], row["model"]) == (task, family)}
         grid = sweep_grid(settings, task, family)
         if grid:
             sweep = sweep_entry(results, task, family, grid)
             for rate in grid:
                 tried = any(row["learning_rate"] == rate for row in sweep["trials"])
-                name = f"{task}-{family}-lr{rate:g}-seed{seeds[0]}"
-                trial(task, family, seeds[0], rate, name, into=sweep["trials"], finished=tried)
+                trial = Trial(task, family, seeds[0], rate, f"{task}-{family}-lr{rate:g}-seed{seeds[0]}")
+                train(trial, into=sweep["trials"], finished=tried)
             chosen = chosen_trial(sweep["trials"], sweep["metric"])
             sweep["chosen"] = learning_rate = chosen and chosen["learning_rate"]
             if chosen is None:  # recorded, and the report says so; the other models still train
@@ -129,8 +145,8 @@ def run_comparison(folder, settings: dict, results: dict) -> int:
                 write_outputs(run_dir, results)
             seeds = seeds[1:]  # the first seed's run is the sweep's chosen trial
         for seed in seeds:
-            name = f"{task}-{family}-seed{seed}"
-            trial(task, family, seed, learning_rate, name, into=results["runs"], finished=seed in done)
+            trial = Trial(task, family, seed, learning_rate, f"{task}-{family}-seed{seed}")
+            train(trial, into=results["runs"], finished=seed in done)
     write_outputs(run_dir, results)
     print()
     print((run_dir / "results.md").read_text())
@@ -138,8 +154,8 @@ def run_comparison(folder, settings: dict, results: dict) -> int:
     return 0
 
 
-def sweep_grid(settings: dict, task: str, family: str) -> list[float] | None:
-    return (settings["lr_sweep"] or {}).get(task, {}).get(family)
+def sweep_grid(settings: RunSettings, task: str, family: str) -> list[float] | None:
+    return (settings.lr_sweep or {}).get(task, {}).get(family)
 
 
 def chosen_trial(trials: list[dict], metric: str) -> dict | None:
@@ -148,10 +164,10 @@ def chosen_trial(trials: list[dict], metric: str) -> dict | None:
     return min(finished, key=lambda row: row[metric], default=None)
 
 
-def trials_of(settings: dict, task: str, family: str) -> int:
+def trials_of(settings: RunSettings, task: str, family: str) -> int:
     """How many trainings a model takes: one per seed, and a sweep's grid in place of the first seed's."""
     grid = sweep_grid(settings, task, family)
-    return len(settings["seeds"]) + (len(grid) - 1 if grid else 0)
+    return len(settings.seeds) + (len(grid) - 1 if grid else 0)
 
 
 class Progress:
@@ -179,10 +195,10 @@ def sweep_entry(results: dict, task: str, family: str, grid: list[float]) -> dic
     return entry
 
 
-def new_results(settings: dict) -> dict:
+def new_results(settings: RunSettings) -> dict:
     return {
         "schema_version": SCHEMA_VERSION,
-        "settings": settings,
+        "settings": settings.to_json(),
         "units": UNITS,
         "environment": environment(),
         "notes": [],
@@ -192,28 +208,28 @@ def new_results(settings: dict) -> dict:
     }
 
 
-def run_notes(settings: dict) -> list[str]:
+def run_notes(settings: RunSettings) -> list[str]:
     """What a reader of the tables must know about this run, and only what applies to it."""
     notes = []
     for task, other, other_name in (("lm", "classify", "classification"), ("classify", "lm", "language modelling")):
-        if task in settings["tasks"]:
-            where = f"it is compared on {other_name} only" if other in settings["tasks"] else "this run leaves it out"
+        if task in settings.tasks:
+            where = f"it is compared on {other_name} only" if other in settings.tasks else "this run leaves it out"
             notes += [
-                f"{MISSING_HEADS[task][family]}, so {where}."
-                for family in settings["requested_models"]
-                if family in MISSING_HEADS[task]
+                f"{missing_head(family, task)}, so {where}."
+                for family in settings.requested_models
+                if missing_head(family, task)
             ]
-    if "classify" in settings["tasks"]:
-        if set(settings["models"]["classify"]) & set(RECURRENT_FAMILIES):
-            notes.append(POOLING_NOTES[settings["pooling"]])
-        if settings["pretrained_bert"]:
+    if "classify" in settings.tasks:
+        if set(settings.models["classify"]) & set(RECURRENT_FAMILIES):
+            notes.append(POOLING_NOTES[settings.pooling])
+        if settings.pretrained_bert:
             notes.append(
-                f"bert-pretrained is {settings['pretrained_bert']} fine-tuned with its own WordPiece tokenizer and "
+                f"bert-pretrained is {settings.pretrained_bert} fine-tuned with its own WordPiece tokenizer and "
                 "pretraining: a reference point, outside the matched comparison."
             )
-    if settings["lr_sweep"]:
+    if settings.lr_sweep:
         notes.append(
-            f"--lr-sweep: each model's learning rate (the lr column) was chosen with seed {settings['seeds'][0]} out "
+            f"--lr-sweep: each model's learning rate (the lr column) was chosen with seed {settings.seeds[0]} out "
             "of its grid, by validation stream perplexity (language models) or validation loss (classifiers); "
             "the sweep table lists every trial."
         )
@@ -319,118 +335,48 @@ class BudgetAndCurve(TrainerCallback):
         self.started = None
 
 
-def train_and_measure(
-    task, family, seed, learning_rate, name, corpus, tokenizer, settings, preset, folder, device, data_cache
-) -> dict:
+def train_and_measure(run: Comparison, trial: Trial) -> dict:
     """Train one model with one seed and learning rate into models/`name`, and measure it: one row of results."""
     started = time.perf_counter()
-    pretrained = family == "bert-pretrained"
-    model_tokenizer = load_tokenizer(settings["pretrained_bert"]) if pretrained else tokenizer
-    data = task_data(task, corpus, model_tokenizer, preset, data_cache)
-    budget = preset.lm_tokens if task == "lm" else preset.classify_tokens
-    model = comparison_model(task, family, model_tokenizer, corpus, preset, settings, seed)
+    task, family, settings = trial.task, trial.family, run.settings
+    tokenizer = load_tokenizer(settings.pretrained_bert) if family == "bert-pretrained" else run.tokenizer
+    data = task_data(task, run.corpus, tokenizer, settings.preset, run.data_cache)
+    model = comparison_model(task, family, tokenizer, run.corpus, settings, trial.seed)
     counts = parameter_counts(model)
-
-    recipe = settings["recipes"][task][family]
-    stateful = recipe["stateful"]
-    if stateful:
-        train_set = stateful_stream(corpus, model_tokenizer, preset, seed, data_cache)
-    else:
-        train_set = data["sets"]["train"]
-    output_dir = folder.path / "models" / name
-    max_steps = max(1, math.ceil(budget / (preset.batch_size * data["tokens_per_sample"])))
-    args = EvolutionTrainingArguments(
-        output_dir=str(output_dir),
-        max_steps=max_steps,
-        per_device_train_batch_size=preset.batch_size,
-        per_device_eval_batch_size=preset.batch_size,
-        optim="sgd" if recipe["optimizer"] == "sgd" else "adamw_torch_fused",
-        learning_rate=learning_rate,
-        weight_decay=recipe["weight_decay"],
-        warmup_steps=0.05,
-        lr_scheduler_type="constant_with_warmup" if settings["budget_seconds"] else "linear",
-        max_grad_norm=recipe["max_grad_norm"],
-        eval_strategy="steps",
-        eval_steps=max(1, max_steps // preset.eval_points),
-        save_strategy="steps",
-        save_steps=max(1, max_steps // 2),
-        save_total_limit=1,
-        logging_steps=max(1, max_steps // 20),
-        include_num_input_tokens_seen="non_padding",
-        seed=seed,
-        use_cpu=device.type == "cpu",
-        bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(),
-        report_to="none",
-        disable_tqdm=False,
-    )
-    tracker = BudgetAndCurve(budget, settings["budget_seconds"])
-    trainer = EvolutionTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_set,
-        eval_dataset=data["curve_set"],
-        processing_class=model_tokenizer,
-        data_collator=default_data_collator if task == "lm" else DataCollatorWithPadding(model_tokenizer),
-        compute_metrics=None if task == "lm" else classification_compute_metrics(),
-        callbacks=[tracker],
-        stateful=stateful,
-        run_folder=folder,
-        card_info={
-            "task": "text-generation" if task == "lm" else "text-classification",
-            "dataset": settings["dataset"],
-            "base_model": settings["pretrained_bert"] if pretrained else None,
-            "tokenizer": f"{settings['tokenizer']} shared by every model of the run, {len(model_tokenizer):,} tokens",
-            "command": "hf-evolution compare (see results.json in the run folder for every setting)",
-        },
-    )
+    recipe = settings.recipe(task, family)
+    trainer, tracker = comparison_trainer(run, trial, model, tokenizer, data)
+    output_dir = Path(trainer.args.output_dir)
     checkpoint = last_complete_checkpoint(output_dir)
     if checkpoint is None:  # the curve starts from the untrained model
         initial = trainer.evaluate()
         tracker.curve.append({"tokens": 0, "seconds": 0.0, "val_loss": initial["eval_loss"], "step": 0})
-    with PeakMemory(device) as memory:
+    with PeakMemory(run.device) as memory:
         trainer.train(resume_from_checkpoint=checkpoint)
     train_tokens = int(trainer.state.num_input_tokens_seen)
 
     row = {
         "task": task,
         "model": family,
-        "seed": seed,
+        "seed": trial.seed,
         "params_total": counts["total"],
         "params_non_embedding": counts["non_embedding"],
         "shape": shape(model.config),
-        "training": "stateful" if stateful else ("blocks" if task == "lm" else "documents"),
-        "optimizer": recipe["optimizer"],
-        "learning_rate": args.learning_rate,
+        "training": "stateful" if recipe.stateful else ("blocks" if task == "lm" else "documents"),
+        "optimizer": recipe.optimizer,
+        "learning_rate": trial.learning_rate,
         **({"pooling": classifier_pooling(family, settings)} if task == "classify" else {}),
         "train_tokens": train_tokens,
         "train_seconds": round(tracker.training_seconds, 2),
         "train_tokens_per_second": round(train_tokens / max(tracker.training_seconds, 1e-9), 1),
         "peak_memory_mb": round(memory.megabytes, 1),
         "curve": tracker.curve,
-        "checkpoint": str(output_dir.relative_to(folder.path)),
+        "checkpoint": str(output_dir.relative_to(run.folder.path)),
+        **held_out_figures(trainer, task, data, settings.preset),
     }
-    for split, prefix in (("validation", "val"), ("test", "test")):
-        metrics = trainer.evaluate(eval_dataset=data["sets"][split], metric_key_prefix=prefix)
-        row[f"{prefix}_loss"] = metrics[f"{prefix}_loss"]
-        if task == "lm":
-            derived = lm_figures(metrics[f"{prefix}_loss"], data["stats"][split])
-            row[f"{prefix}_perplexity"] = derived["perplexity"]
-            row[f"{prefix}_bits_per_byte"] = derived["bits_per_byte"]
-        else:
-            row[f"{prefix}_accuracy"] = metrics[f"{prefix}_accuracy"]
-            row[f"{prefix}_f1_macro"] = metrics[f"{prefix}_f1_macro"]
     if task == "lm":
-        for split, prefix in (("validation", "val"), ("test", "test")):
-            total, count, row["stream_protocol"] = stream_loss(
-                trainer.model, data["streams"][split], block_size=preset.block_size
-            )
-            derived = lm_figures(total / count, data["stats"][split])
-            row[f"{prefix}_stream_perplexity"] = derived["perplexity"]
-            row[f"{prefix}_stream_bits_per_byte"] = derived["bits_per_byte"]
         row["train_unigram_loss"] = data["stats"]["train"]["unigram_loss"]
-    if task == "lm":
         row["generation_tokens_per_second"] = generation_speed(
-            trainer.model, model_tokenizer, preset.generation_tokens
+            trainer.model, tokenizer, settings.preset.generation_tokens
         )
     # A diverged model (a loss that is not a number, or a perplexity past float's range) is kept and reported as
     # such, its non-finite figures as None: the model card leaves them out and results.json writes them as null.
@@ -443,10 +389,94 @@ def train_and_measure(
     )
     trainer.save_model()
     for stale in output_dir.glob("checkpoint-*"):  # the final model is saved; intermediate states are not needed
-        if stale.is_dir() and stale.relative_to(folder.path).as_posix() in folder.manifest()["whole"]:
-            folder.remove(stale)
+        if stale.is_dir() and stale.relative_to(run.folder.path).as_posix() in run.folder.manifest()["whole"]:
+            run.folder.remove(stale)
     row["wall_seconds"] = round(time.perf_counter() - started, 2)
     return row
+
+
+def comparison_trainer(run: Comparison, trial: Trial, model, tokenizer, data: dict):
+    """The trainer of one trial (its recipe, budget, evaluations along the way and checkpoints), and the callback
+    that ends it at the budget and records the validation curve."""
+    settings, preset, device = run.settings, run.settings.preset, run.device
+    recipe = settings.recipe(trial.task, trial.family)
+    if recipe.stateful:
+        train_set = stateful_stream(run.corpus, tokenizer, preset, trial.seed, run.data_cache)
+    else:
+        train_set = data["sets"]["train"]
+    budget = preset.lm_tokens if trial.task == "lm" else preset.classify_tokens
+    max_steps = max(1, math.ceil(budget / (preset.batch_size * data["tokens_per_sample"])))
+    args = EvolutionTrainingArguments(
+        output_dir=str(run.folder.path / "models" / trial.name),
+        max_steps=max_steps,
+        per_device_train_batch_size=preset.batch_size,
+        per_device_eval_batch_size=preset.batch_size,
+        optim="sgd" if recipe.optimizer == "sgd" else "adamw_torch_fused",
+        learning_rate=trial.learning_rate,
+        weight_decay=recipe.weight_decay,
+        warmup_steps=0.05,
+        lr_scheduler_type="constant_with_warmup" if settings.budget_seconds else "linear",
+        max_grad_norm=recipe.max_grad_norm,
+        eval_strategy="steps",
+        eval_steps=max(1, max_steps // preset.eval_points),
+        save_strategy="steps",
+        save_steps=max(1, max_steps // 2),
+        save_total_limit=1,
+        logging_steps=max(1, max_steps // 20),
+        include_num_input_tokens_seen="non_padding",
+        seed=trial.seed,
+        use_cpu=device.type == "cpu",
+        bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(),
+        report_to="none",
+        disable_tqdm=False,
+    )
+    tracker = BudgetAndCurve(budget, settings.budget_seconds)
+    lm = trial.task == "lm"
+    trainer = EvolutionTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=data["curve_set"],
+        processing_class=tokenizer,
+        data_collator=default_data_collator if lm else DataCollatorWithPadding(tokenizer),
+        compute_metrics=None if lm else classification_compute_metrics(),
+        callbacks=[tracker],
+        stateful=recipe.stateful,
+        run_folder=run.folder,
+        card_info={
+            "task": "text-generation" if lm else "text-classification",
+            "dataset": settings.dataset,
+            "base_model": settings.pretrained_bert if trial.family == "bert-pretrained" else None,
+            "tokenizer": f"{settings.tokenizer} shared by every model of the run, {len(tokenizer):,} tokens",
+            "command": "hf-evolution compare (see results.json in the run folder for every setting)",
+        },
+    )
+    return trainer, tracker
+
+
+def held_out_figures(trainer, task: str, data: dict, preset: Preset) -> dict:
+    """Validation and test figures of a trained model: loss, and perplexity and bits per byte (a language model,
+    over blocks and over each split read as one stream) or accuracy and macro F1 (a classifier)."""
+    figures = {}
+    for split, prefix in (("validation", "val"), ("test", "test")):
+        metrics = trainer.evaluate(eval_dataset=data["sets"][split], metric_key_prefix=prefix)
+        figures[f"{prefix}_loss"] = metrics[f"{prefix}_loss"]
+        if task == "lm":
+            derived = lm_figures(metrics[f"{prefix}_loss"], data["stats"][split])
+            figures[f"{prefix}_perplexity"] = derived["perplexity"]
+            figures[f"{prefix}_bits_per_byte"] = derived["bits_per_byte"]
+        else:
+            figures[f"{prefix}_accuracy"] = metrics[f"{prefix}_accuracy"]
+            figures[f"{prefix}_f1_macro"] = metrics[f"{prefix}_f1_macro"]
+    if task == "lm":
+        for split, prefix in (("validation", "val"), ("test", "test")):
+            total, count, figures["stream_protocol"] = stream_loss(
+                trainer.model, data["streams"][split], block_size=preset.block_size
+            )
+            derived = lm_figures(total / count, data["stats"][split])
+            figures[f"{prefix}_stream_perplexity"] = derived["perplexity"]
+            figures[f"{prefix}_stream_bits_per_byte"] = derived["bits_per_byte"]
+    return figures
 
 
 def lm_figures(loss: float, stats: dict) -> dict:
@@ -458,21 +488,21 @@ def lm_figures(loss: float, stats: dict) -> dict:
         return {"perplexity": math.inf, "bits_per_byte": loss * stats["tokens"] / (math.log(2) * stats["bytes"])}
 
 
-def comparison_model(task, family, tokenizer, corpus, preset, settings, seed):
+def comparison_model(task: str, family: str, tokenizer, corpus, settings: RunSettings, seed: int):
     labels = corpus["train"].features["label"].names if task == "classify" else None
     if family == "bert-pretrained":
         torch.manual_seed(seed)  # the new classification head
-        return TASKS[task].from_pretrained(settings["pretrained_bert"], **label_fields(labels))
-    fields = {"classifier_pooling": settings["pooling"]} if task == "classify" and family in RECURRENT_FAMILIES else {}
-    if preset.dropout is not None:
-        fields.update(dict.fromkeys(DROPOUT_FIELDS[family], preset.dropout))
-    return build_model(family, task, preset.size, tokenizer, seed=seed, labels=labels, **fields)
+        return TASKS[task].from_pretrained(settings.pretrained_bert, **label_fields(labels))
+    fields = {"classifier_pooling": settings.pooling} if task == "classify" and family in RECURRENT_FAMILIES else {}
+    if settings.preset.dropout is not None:
+        fields.update(dict.fromkeys(FAMILIES[family].dropout_fields, settings.preset.dropout))
+    return build_model(family, task, settings.preset.size, tokenizer, seed=seed, labels=labels, **fields)
 
 
-def classifier_pooling(family: str, settings: dict) -> str:
+def classifier_pooling(family: str, settings: RunSettings) -> str:
     """What a classifier reads a document through, as the table shows it."""
     if family in RECURRENT_FAMILIES:
-        return settings["pooling"]
+        return settings.pooling
     return "last token" if family == "gpt2" else "[CLS]"
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import statistics
 from pathlib import Path
 
-from ..families import MISSING_HEADS
-from ..reporting import FAMILY_COLORS, format_value, markdown_table, new_figure, save_figure
+from ..families import FAMILIES, family_color, missing_head
+from ..reporting import format_value, markdown_table, new_figure, save_figure
 from ..runs import write_json, write_text
+from .settings import RunSettings
 from .statistics import MIN_SEEDS_FOR_INTERVAL, RANKED_FIGURES, is_finite, is_quality, ranking, summarize
 
 OUTPUTS = ("results.json", "results.csv", "results_per_seed.csv", "results.md")
@@ -19,6 +21,13 @@ PLOTS = ("validation_loss.png", "quality_vs_parameters.png", "throughput.png")  
 # results.json follows this JSON Schema, shipped with the package; the version changes with the layout.
 SCHEMA = Path(__file__).with_name("results.schema.json")
 SCHEMA_VERSION = 3
+
+
+def results_schema() -> dict:
+    """The JSON Schema of results.json, its models those of the family registry (and a pretrained BERT)."""
+    schema = json.loads(SCHEMA.read_text())
+    schema["$defs"]["model"]["enum"] = [*FAMILIES, "bert-pretrained"]
+    return schema
 
 UNITS = {
     "params_total": "parameters",
@@ -156,18 +165,19 @@ def diverged_lines(rows: list[dict], seeds: list[int]) -> list[str]:
 
 
 def results_markdown(results: dict) -> str:
-    settings, preset = results["settings"], results["settings"]["preset"]
+    settings = RunSettings.from_json(results["settings"])
+    preset = settings.preset
     machine = results["environment"]["machine"]
-    seeds = settings["seeds"]
+    seeds = settings.seeds
     lines = [
         "# hf-evolution compare",
         "",
-        f"Data: {settings['dataset']}; tokenizer: {settings['tokenizer']} (shared); size: {preset['size']} "
+        f"Data: {settings.dataset}; tokenizer: {settings.tokenizer} (shared); size: {preset.size} "
         f"(non-embedding parameters matched); device: {machine['device']} "
         f"({machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads).",
         "Budget per model: "
-        + ", ".join(f"{preset[f'{task}_tokens']:,} training tokens ({task})" for task in settings["tasks"])
-        + (f", at most {settings['budget_seconds']} s" if settings["budget_seconds"] else "")
+        + ", ".join(f"{getattr(preset, f'{task}_tokens'):,} training tokens ({task})" for task in settings.tasks)
+        + (f", at most {settings.budget_seconds} s" if settings.budget_seconds else "")
         + ".",
         seeds_sentence(seeds),
         "",
@@ -179,7 +189,7 @@ def results_markdown(results: dict) -> str:
             {f"{row['model']}: {row['stream_protocol']}" for row in lm_rows if "stream_protocol" in row}
         )
         lines += [
-            f"Language modelling is scored two ways: blocks of {preset['block_size']} tokens each read from nothing "
+            f"Language modelling is scored two ways: blocks of {preset.block_size} tokens each read from nothing "
             "(the common protocol), and the whole split read as one stream, each family its own way"
             + f" ({'; '.join(protocols)})"
             + ". Perplexities compare only within one protocol and one tokenizer.",
@@ -190,7 +200,7 @@ def results_markdown(results: dict) -> str:
         ("classify", CLASSIFY_COLUMNS, "Topic classification"),
     ):
         task_rows = [row for row in summary if row["task"] == task]
-        if task not in settings["tasks"]:
+        if task not in settings.tasks:
             continue
         lines += [f"## {title}", ""]
         if not task_rows:
@@ -200,9 +210,9 @@ def results_markdown(results: dict) -> str:
             columns = {"model": columns["model"], "n_seeds": "seeds", **columns}
         # A family without a head for the task still gets its row, saying why it did not run.
         missing = [
-            {"model": f"{family}: not run, {MISSING_HEADS[task][family]}"}
-            for family in settings["requested_models"]
-            if family in MISSING_HEADS[task]
+            {"model": f"{family}: not run, {missing_head(family, task)}"}
+            for family in settings.requested_models
+            if missing_head(family, task)
         ]
         missing += [
             {"model": f"{entry['model']}: not run, every learning rate of its sweep diverged"}
@@ -365,7 +375,7 @@ def plot_task(run_dir: Path, task: str, runs: list[dict], summary: list[dict]) -
     seeds; training (and generation) throughput, the mean over seeds."""
     figure, (by_tokens, by_time) = new_figure(12, 4.5, ncols=2)
     for row in summary:
-        color = FAMILY_COLORS.get(row["model"].split("-")[0], "gray")
+        color = family_color(row["model"].split("-")[0])
         curve = mean_curve([run for run in runs if run["model"] == row["model"]])
         style = "--" if row["model"].endswith("pretrained") else "-"
         for axes, x in ((by_tokens, curve["tokens"]), (by_time, curve["seconds"])):
@@ -392,7 +402,7 @@ def plot_task(run_dir: Path, task: str, runs: list[dict], summary: list[dict]) -
     for row in summary:
         if not is_finite(row[quality]):  # diverged: named in the title instead
             continue
-        color = FAMILY_COLORS.get(row["model"].split("-")[0], "gray")
+        color = family_color(row["model"].split("-")[0])
         x, y = row["params_non_embedding"], row[quality]
         axes.errorbar(x, y, yerr=row[f"{quality}_std"], fmt="o", markersize=9, capsize=4, color=color)
         axes.annotate(row["model"], (x, y), textcoords="offset points", xytext=(6, 4))
@@ -408,7 +418,7 @@ def plot_task(run_dir: Path, task: str, runs: list[dict], summary: list[dict]) -
 
     figure, axes = new_figure()
     names = [row["model"] for row in summary]
-    colors = [FAMILY_COLORS.get(name.split("-")[0], "gray") for name in names]
+    colors = [family_color(name.split("-")[0]) for name in names]
     positions = range(len(summary))
     if task == "lm":
         width = 0.4

@@ -1,5 +1,5 @@
-"""What defines a comparison run: the presets, the learning rates per task and family, the command-line options, and
-the settings dictionary that is checked before any work and stored in results.json so that `--resume` repeats it."""
+"""What defines a comparison run: the presets, the training recipe of each model, the command-line options, and the
+typed `RunSettings` that are checked before any work and stored in results.json so that `--resume` repeats them."""
 
 from __future__ import annotations
 
@@ -12,47 +12,38 @@ from pathlib import Path
 
 from ..configuration_recurrent import POOLING_MODES
 from ..data import BBC_NEWS
-from ..families import MISSING_HEADS, MODEL_FAMILIES, MODEL_GROUPS, RECURRENT_FAMILIES, SIZES, requested_models
+from ..families import (
+    FAMILIES,
+    MODEL_FAMILIES,
+    MODEL_GROUPS,
+    RECURRENT_FAMILIES,
+    SIZES,
+    missing_head,
+    requested_models,
+)
 from ..runs import check_seed
 from ..tokenization import TOKENIZER_KINDS
 
 TASKS = ("lm", "classify")
 PROTOCOLS = ("best", "common", "stateful")
 OPTIMIZERS = ("adamw", "sgd")
-# AdamW learning rates per task and family (linear decay after 5% warmup), the best of a sweep over {1e-3, 3e-3, 1e-2}
-# on the default preset: gated recurrent LMs take ten times larger steps than GPT-2.
+# AdamW learning rates per task and model: each family's own (`Family.learning_rates`), and the usual fine-tuning
+# rate of a pretrained BERT. Under the best protocol every family trains this way on shuffled blocks: a sweep over
+# {shuffled blocks, stateful} x {AdamW 3e-3 and 1e-2, SGD 20} on the default preset found no better recipe that held
+# over seeds (the GRU's stateful training won with one seed, then diverged with one seed of three).
 LEARNING_RATES = {
-    "lm": {"rnn": 3e-3, "lstm": 1e-2, "gru": 1e-2, "gpt2": 3e-3, "mingru": 3e-3, "minlstm": 3e-3, "mamba": 3e-3},
-    "classify": {
-        "rnn": 3e-3,
-        "lstm": 1e-3,
-        "gru": 3e-3,
-        "gpt2": 1e-3,
-        "bert": 3e-3,
-        "mingru": 1e-3,
-        "minlstm": 1e-3,
-        "bert-pretrained": 5e-5,
-    },
+    task: {name: family.learning_rates[task] for name, family in FAMILIES.items() if task in family.learning_rates}
+    for task in TASKS
 }
-# Plain SGD learning rates of the recurrent language models (no momentum, no weight decay, same schedule): the classic
-# word language model's 20. At this preset's budget SGD lost to AdamW for every recurrent family (README).
-SGD_LEARNING_RATES = {"rnn": 20.0, "lstm": 20.0, "gru": 20.0}
-# Under the best protocol, how each recurrent language model trains best on the default preset: the lowest stream
-# perplexity of a sweep over {shuffled blocks, stateful} x {AdamW 3e-3 and 1e-2, SGD 20} (README, compare section).
-# The GRU's stateful training won that sweep with one seed, then diverged with one seed of three at 400 steps: every
-# family trains on shuffled blocks, and `--protocol stateful` trains the recurrent ones statefully.
-BEST_LM_RECIPES = {
-    "rnn": {"stateful": False, "optimizer": "adamw", "learning_rate": 3e-3},
-    "lstm": {"stateful": False, "optimizer": "adamw", "learning_rate": 1e-2},
-    "gru": {"stateful": False, "optimizer": "adamw", "learning_rate": 1e-2},
-}
+LEARNING_RATES["classify"]["bert-pretrained"] = 5e-5
+# Plain SGD learning rates of the classic recurrent language models (no momentum, no weight decay, same schedule): the
+# classic word language model's 20. At the default preset's budget SGD lost to AdamW for every recurrent family.
+SGD_LEARNING_RATES = {name: family.sgd_learning_rate for name, family in FAMILIES.items() if family.sgd_learning_rate}
 # `--lr-sweep` grids: the AdamW grid the LEARNING_RATES above were chosen from, around the classic SGD 20, and the
 # usual fine-tuning rates of a pretrained BERT.
 SWEEP_GRIDS = {"adamw": (1e-3, 3e-3, 1e-2), "sgd": (10.0, 20.0, 40.0), "bert-pretrained": (2e-5, 5e-5, 1e-4)}
 # What a sweep chooses by, on the validation split: language models by each family's own stream perplexity.
 SWEEP_METRICS = {"lm": "val_stream_perplexity", "classify": "val_loss"}
-# Recurrent networks clip gradients harder (0.25, as in the AWD-LSTM and Zaremba et al. setups).
-MAX_GRAD_NORMS = {"rnn": 0.25, "lstm": 0.25, "gru": 0.25}
 # Every model trains once per seed: a thousand seeds is already days of training at the default preset.
 MAX_SEEDS = 1000
 MAX_COUNT = 10**15  # the largest token budget, vocabulary, batch or length accepted
@@ -86,28 +77,19 @@ class Recipe:
 
 
 def training_recipe(task: str, family: str, protocol: str, optimizer: str | None, learning_rate: float | None):
-    """The recipe of one model: the family's own best (BEST_LM_RECIPES) under `best`, AdamW on shuffled blocks under
-    `common`, contiguous streams with the state carried for the recurrent language models under `stateful`. The
-    command-line `optimizer` (recurrent language models only) and `learning_rate` win where given."""
-    best = BEST_LM_RECIPES.get(family) if task == "lm" and protocol == "best" else None
-    stateful = best["stateful"] if best else protocol == "stateful" and task == "lm" and family in SGD_LEARNING_RATES
-    if task != "lm" or family not in SGD_LEARNING_RATES:
-        optimizer = "adamw"
-    elif optimizer is None:
-        optimizer = best["optimizer"] if best else "adamw"
+    """The recipe of one model: AdamW on shuffled blocks at the model's own rate under `best` and `common`, and
+    contiguous streams with the state carried for the classic recurrent language models under `stateful`. The
+    command-line `optimizer` (classic recurrent language models only) and `learning_rate` win where given."""
+    classic_lm = task == "lm" and family in SGD_LEARNING_RATES
+    optimizer = (optimizer or "adamw") if classic_lm else "adamw"
     if learning_rate is None:
-        if optimizer == "sgd":
-            learning_rate = SGD_LEARNING_RATES[family]
-        elif best and best["optimizer"] == optimizer:
-            learning_rate = best["learning_rate"]
-        else:
-            learning_rate = LEARNING_RATES[task][family]
+        learning_rate = SGD_LEARNING_RATES[family] if optimizer == "sgd" else LEARNING_RATES[task][family]
     return Recipe(
         optimizer=optimizer,
         learning_rate=learning_rate,
         weight_decay=0.0 if optimizer == "sgd" else 0.01,
-        max_grad_norm=MAX_GRAD_NORMS.get(family, 1.0),
-        stateful=stateful,
+        max_grad_norm=FAMILIES[family].max_grad_norm if family in FAMILIES else 1.0,
+        stateful=classic_lm and protocol == "stateful",
     )
 
 
@@ -182,6 +164,49 @@ PRESETS = {
 }
 
 
+@dataclass
+class RunSettings:
+    """Everything that defines a run, checked before any work. results.json stores them (`to_json`) so that
+    `--resume` repeats the run exactly; `options` are the command-line options as given, to tell what a resume
+    would change."""
+
+    tasks: list[str]
+    requested_models: list[str]
+    models: dict[str, list[str]]  # per task, the models that run it
+    preset_name: str
+    preset: Preset
+    budget_seconds: float | None
+    dataset: str
+    dataset_config: str | None
+    text_column: str | None
+    label_column: str | None
+    tokenizer: str
+    vocab_size: int | None
+    pretrained_bert: str | None
+    recipes: dict[str, dict[str, Recipe]]  # per task and model
+    lr_sweep: dict[str, dict[str, list[float]]] | None  # per task and model, the learning rates to try
+    pooling: str
+    protocol: str
+    seed: int
+    seeds: list[int]
+    device: str
+    options: dict | None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> RunSettings:
+        recipes = {
+            task: {name: Recipe(**recipe) for name, recipe in models.items()}
+            for task, models in data["recipes"].items()
+        }
+        return cls(**{**data, "preset": Preset(**data["preset"]), "recipes": recipes, "options": data.get("options")})
+
+    def recipe(self, task: str, model: str) -> Recipe:
+        return self.recipes[task][model]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--task",
@@ -241,8 +266,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--protocol",
         choices=PROTOCOLS,
         help="how the language models train: best (default), each family its own best way as measured on the default "
-        "preset (BEST_LM_RECIPES; today every family on shuffled blocks, AdamW at its own rate); common, every model "
-        "on shuffled blocks read from nothing with AdamW; stateful, the recurrent ones as contiguous streams with "
+        "preset (today every family on shuffled blocks, AdamW at its own rate); common, every model on shuffled "
+        "blocks read from nothing with AdamW; stateful, the recurrent ones as contiguous streams with "
         "their state carried and detached between batches (truncated BPTT; with --optimizer sgd the classic recipe). "
         "Every language model is also scored over whole splits read as one stream, each family its own way",
     )
@@ -332,7 +357,7 @@ def sweep_grids(lr_sweep: str | None, recipes: dict) -> dict | None:
             raise ValueError(f"--lr-sweep needs positive, finite learning rates, got {lr_sweep!r}.")
     return {
         task: {
-            family: list(grid if lr_sweep != "default" else SWEEP_GRIDS.get(family, SWEEP_GRIDS[recipe["optimizer"]]))
+            family: list(grid if lr_sweep != "default" else SWEEP_GRIDS.get(family, SWEEP_GRIDS[recipe.optimizer]))
             for family, recipe in task_recipes.items()
         }
         for task, task_recipes in recipes.items()
@@ -348,18 +373,18 @@ def given_options(args) -> dict:
     }
 
 
-def run_settings(args) -> dict:
+def run_settings(args) -> RunSettings:
     """Everything that defines the run, checked before any work and stored so that --resume repeats it exactly."""
     given = given_options(args)
     unset = {name: value for name, value in DEFAULTS.items() if getattr(args, name, None) is None}
     args = argparse.Namespace(**{**vars(args), **unset})
     requested = requested_models(args.models)
     tasks = list(TASKS) if args.task == "both" else [args.task]
-    models = {task: [family for family in requested if family not in MISSING_HEADS[task]] for task in TASKS}
+    models = {task: [family for family in requested if not missing_head(family, task)] for task in TASKS}
     if args.pretrained_bert:
         models["classify"].append("bert-pretrained")
     if not any(models[task] for task in tasks):
-        reasons = "; ".join(MISSING_HEADS[task][family] for task in tasks for family in requested)
+        reasons = "; ".join(missing_head(family, task) for task in tasks for family in requested)
         raise ValueError(f"None of {', '.join(requested)} can run --task {args.task}: {reasons}.")
     if args.tokenizer not in TOKENIZER_KINDS and not Path(args.tokenizer).exists() and "/" not in args.tokenizer:
         raise ValueError(
@@ -399,34 +424,34 @@ def run_settings(args) -> dict:
             preset = replace(preset, **{field: value})
     recipes = {
         task: {
-            family: asdict(training_recipe(task, family, args.protocol, args.optimizer, args.learning_rate))
+            family: training_recipe(task, family, args.protocol, args.optimizer, args.learning_rate)
             for family in models[task]
         }
         for task in tasks
     }
-    return {
-        "tasks": tasks,
-        "requested_models": requested,
-        "models": {task: models[task] for task in tasks},
-        "preset_name": args.preset,
-        "preset": asdict(preset),
-        "budget_seconds": args.budget_seconds,
-        "dataset": args.dataset,
-        "dataset_config": args.dataset_config,
-        "text_column": args.text_column,
-        "label_column": args.label_column,
-        "tokenizer": args.tokenizer,
-        "vocab_size": args.vocab_size or (preset.bpe_vocab_size if args.tokenizer == "bpe" else None),
-        "pretrained_bert": resolve_pretrained_bert(args.pretrained_bert),
-        "recipes": recipes,
-        "lr_sweep": sweep_grids(args.lr_sweep, recipes),
-        "pooling": args.pooling,
-        "protocol": args.protocol,
-        "seed": args.seed,
-        "seeds": seeds,
-        "device": args.device,
-        "options": given,
-    }
+    return RunSettings(
+        tasks=tasks,
+        requested_models=requested,
+        models={task: models[task] for task in tasks},
+        preset_name=args.preset,
+        preset=preset,
+        budget_seconds=args.budget_seconds,
+        dataset=args.dataset,
+        dataset_config=args.dataset_config,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        tokenizer=args.tokenizer,
+        vocab_size=args.vocab_size or (preset.bpe_vocab_size if args.tokenizer == "bpe" else None),
+        pretrained_bert=resolve_pretrained_bert(args.pretrained_bert),
+        recipes=recipes,
+        lr_sweep=sweep_grids(args.lr_sweep, recipes),
+        pooling=args.pooling,
+        protocol=args.protocol,
+        seed=args.seed,
+        seeds=seeds,
+        device=args.device,
+        options=given,
+    )
 
 
 def refuse_options_without_effect(given: dict, tasks: list[str], models: dict[str, list[str]]) -> None:
@@ -452,12 +477,12 @@ def refuse_options_without_effect(given: dict, tasks: list[str], models: dict[st
             )
 
 
-def resume_conflicts(args, settings: dict) -> tuple[list[str], list[int] | None]:
+def resume_conflicts(args, settings: RunSettings) -> tuple[list[str], list[int] | None]:
     """The options given with --resume that would change the settings the run was started with, as flags: each is
     tried on the run's own options, so only a real change counts (`--models lstm,gru` is `--models gru,lstm`). A
     `--seeds` that keeps the run's seeds and adds more is no conflict: it is returned, the longer seed list."""
     given = given_options(args)
-    first = settings.get("options")
+    first = settings.options
     if first is None:  # a results.json from before the options were stored: any option may change the run
         return [flag(name) for name in given], None
     parser = argparse.ArgumentParser(add_help=False)
@@ -472,18 +497,19 @@ def resume_conflicts(args, settings: dict) -> tuple[list[str], list[int] | None]
             continue
         if comparable(tried) == comparable(settings):
             continue
-        before = settings["seeds"]
-        same_but_seeds = comparable({**tried, "seeds": before}) == comparable(settings)
-        if name == "seeds" and same_but_seeds and tried["seeds"][: len(before)] == before:
-            seeds = tried["seeds"]
+        before = settings.seeds
+        same_but_seeds = comparable(replace(tried, seeds=before)) == comparable(settings)
+        if name == "seeds" and same_but_seeds and tried.seeds[: len(before)] == before:
+            seeds = tried.seeds
         else:
             conflicts.append(flag(name))
     return conflicts, seeds
 
 
-def comparable(settings: dict) -> dict:
+def comparable(settings: RunSettings) -> dict:
     """Settings as results.json holds them, without what may differ between the processes of one run."""
-    return json.loads(json.dumps({key: value for key, value in settings.items() if key not in ("device", "options")}))
+    stored = json.loads(json.dumps(settings.to_json()))
+    return {key: value for key, value in stored.items() if key not in ("device", "options")}
 
 
 def command_line(options: dict) -> str:

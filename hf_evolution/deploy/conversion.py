@@ -350,9 +350,9 @@ def build_model(source: WordLanguageModel, words: list[str]):
     """The hf_evolution causal LM of the same family and shape, holding the checkpoint's weights (strict keys)."""
     from transformers import AutoModelForCausalLM
 
-    from .. import FAMILIES
+    from ..families import FAMILIES
 
-    config_class = FAMILIES[FAMILY_OF[source.rnn_type]][0]
+    config_class = FAMILIES[FAMILY_OF[source.rnn_type]].config_class
     extra = (
         {"nonlinearity": "relu" if source.rnn_type == "RNN_RELU" else "tanh"}
         if source.rnn_type.startswith("RNN")

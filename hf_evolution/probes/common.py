@@ -19,12 +19,12 @@ from ..families import (
     CAUSAL_FAMILIES,
     RECURRENT_FAMILIES,
     build_model,
+    family_color,
     folder_config,
     parameter_counts,
     prepare_model,
     requested_models,
 )
-from ..reporting import FAMILY_COLORS
 from ..runs import RunFolder, default_run_dir, environment, open_run_folder, write_json
 
 DEFAULT_FAMILIES = CAUSAL_FAMILIES  # the line, from the RNN to Mamba
@@ -177,7 +177,7 @@ def line_styles(models: dict) -> dict[str, dict]:
     for name, entry in models.items():
         index = per_family.get(entry["family"], 0)
         per_family[entry["family"]] = index + 1
-        color = FAMILY_COLORS.get(entry["family"], "#7f7f7f")
+        color = family_color(entry["family"])
         styles[name] = {"color": color, "linestyle": dashes[index % len(dashes)], "label": name}
     return styles
 
