@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.utils import can_return_tuple
 
 from .configuration_minrnn import MinGRUConfig, MinLSTMConfig, MinRNNConfig
 from .modeling_recurrent import (
@@ -187,7 +186,8 @@ class MinRNNBlock(GradientCheckpointingLayer):
 
 
 class MinRNNModel(RecurrentModel):
-    """Embeddings, residual minGRU or minLSTM blocks and a final LayerNorm; padding gets zero outputs."""
+    """Embeddings, residual minGRU or minLSTM blocks and a final LayerNorm; everything else, from reading a call's
+    inputs to the generation path, is `RecurrentModel`'s (which applies `norm` and keeps padding at zero)."""
 
     def __init__(self, config: MinRNNConfig):
         RecurrentPreTrainedModel.__init__(self, config)
@@ -199,24 +199,6 @@ class MinRNNModel(RecurrentModel):
     @property
     def output_size(self) -> int:
         return self.config.embedding_size
-
-    def decode(self, input_ids, cache):
-        return self.norm(super().decode(input_ids, cache))
-
-    @can_return_tuple
-    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, **kwargs):
-        r"""Takes the arguments of [`RecurrentModel.forward`]."""
-        outputs = super().forward(
-            input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, return_dict=True, **kwargs
-        )
-        hidden_states = self.norm(outputs.last_hidden_state)
-        if attention_mask is not None:
-            is_real = attention_mask[:, -hidden_states.shape[1] :].bool().unsqueeze(-1)
-            hidden_states = hidden_states.masked_fill(~is_real, 0.0)
-        outputs.last_hidden_state = hidden_states
-        if outputs.hidden_states is not None:
-            outputs.hidden_states = outputs.hidden_states[:-1] + (hidden_states,)
-        return outputs
 
 
 class MinRNNForCausalLM(RecurrentForCausalLM):

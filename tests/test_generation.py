@@ -33,9 +33,9 @@ def test_chunked_forward_with_cache_equals_one_forward(model_type):
 
 
 @pytest.mark.parametrize("model_type", FAMILIES)
-def test_the_decoding_fast_path_gives_the_general_forwards_logits_and_states(model_type):
-    """A step of one token with no mask takes `decode`; an all-ones mask sends the same step through the general
-    forward (packing, output objects, hidden states): both must agree exactly, step after step."""
+def test_a_decoding_step_gives_the_same_logits_and_states_with_a_mask_and_hidden_states(model_type):
+    """A step of one token with no mask, as generate() feeds it, against the same step with the mask of the whole
+    sequence and hidden states asked for (mask alignment, hidden-state collection): exactly equal, step after step."""
     model = make_model(model_type)
     ids = prompt(9, batch=3)
     with torch.no_grad():
@@ -58,6 +58,26 @@ def test_the_decoding_fast_path_gives_the_general_forwards_logits_and_states(mod
             for ours, theirs in zip(fast.layer_state(layer), general.layer_state(layer), strict=True):
                 torch.testing.assert_close(ours, theirs, atol=0, rtol=0)
     assert fast.seen_tokens == general.seen_tokens == 9
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_the_causal_lm_runs_its_inputs_as_its_backbone_does(model_type):
+    """The causal LM calls its backbone's `prepare_step` and `run_layers` rather than its forward: hidden states
+    (the minRNN final norm included), padding and the state must be the backbone forward's."""
+    model = make_model(model_type)
+    ids = prompt(7, batch=2)
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1], [1] * 7])
+    with torch.no_grad():
+        lm = model(ids, attention_mask=mask, output_hidden_states=True, use_cache=True)
+        base = model.model(ids, attention_mask=mask, output_hidden_states=True, use_cache=True)
+    assert len(lm.hidden_states) == len(base.hidden_states) == model.config.num_hidden_layers + 1
+    for ours, theirs in zip(lm.hidden_states, base.hidden_states, strict=True):
+        torch.testing.assert_close(ours, theirs, atol=0, rtol=0)
+    assert bool((lm.hidden_states[-1][0, :2] == 0).all()), "padding keeps zero outputs"
+    assert lm.cache.seen_tokens == base.cache.seen_tokens == 7
+    for layer in range(model.config.num_hidden_layers):
+        for ours, theirs in zip(lm.cache.layer_state(layer), base.cache.layer_state(layer), strict=True):
+            torch.testing.assert_close(ours, theirs, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("model_type", FAMILIES)
@@ -270,6 +290,8 @@ def test_caches_that_cannot_continue_the_input_are_refused_by_name():
     out = model.generate(prompt(6), max_new_tokens=4, do_sample=False, return_dict_in_generate=True)
     with pytest.raises(ValueError, match="already holds 9 tokens but `input_ids` and `attention_mask` cover 3"):
         model.generate(prompt(3), cache=out.cache, max_new_tokens=2)  # an all-ones mask: taken as the whole sequence
+    with pytest.raises(ValueError, match="`attention_mask` covers 5; give the mask of the whole sequence \\(11 "):
+        model.generate(prompt(2), attention_mask=torch.ones(1, 5, dtype=torch.long), cache=out.cache, max_new_tokens=2)
     with pytest.raises(ValueError, match="holds the state of 1 sequences but generate\\(\\) was given 3"):
         model.generate(prompt(12, batch=3), cache=out.cache, max_new_tokens=2)
     with pytest.raises(ValueError, match="holds the state of 1 sequences but the input has 2"):
