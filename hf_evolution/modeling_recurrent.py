@@ -613,12 +613,17 @@ class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
         logits_to_keep (`int` or `torch.Tensor`, *optional*):
             Compute logits for the last `logits_to_keep` positions only (0 keeps all), as `generate()` asks.
         """
-        # One path for the prompt and every decoding step: the backbone's two halves rather than its forward, whose
-        # module call and output object would make a small model's step about a fifth slower (~25% more Python calls).
-        # Hooks on the backbone module itself therefore do not run; those on its layers and on this model do.
-        step = self.model.prepare_step(input_ids, attention_mask, inputs_embeds, cache, use_cache)
-        last_hidden_state, all_hidden_states = self.model.run_layers(step, output_hidden_states)
-        raw = slice_logits_to_keep(last_hidden_state, logits_to_keep)
+        # Through the backbone's module call, so that hooks on it (accelerate's device placement, feature extraction)
+        # run for the prompt and every decoding step alike.
+        outputs = self.model(
+            input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            cache=cache,
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+        )
+        raw = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
         hidden_states = self.output_dropout(raw) if self.training else raw
         dropped = hidden_states
         if self.output_projection is not None:
@@ -630,7 +635,9 @@ class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
             if self.training:
                 loss = loss + self.activation_penalties(raw, dropped, labels, kwargs.get("num_items_in_batch"))
-        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=step.cache, hidden_states=all_hidden_states)
+        return CausalLMOutputWithPast(
+            loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states
+        )
 
 
 def count_unread_tokens(length: int, mask_length: int, seen: int) -> int:
