@@ -8,12 +8,10 @@ travels as remote code.
 
 from typing import Literal
 
-from huggingface_hub.dataclasses import strict
-
-from .configuration_recurrent import RecurrentConfig, bounded
+from .configuration_recurrent import RecurrentConfig, bounded, checked_config
 
 
-@strict
+@checked_config
 class MinRNNConfig(RecurrentConfig):
     r"""
     Configuration of a minGRU or minLSTM language model or encoder, stacked as residual blocks the way the paper's
@@ -53,7 +51,7 @@ class MinRNNConfig(RecurrentConfig):
         super().__post_init__(**kwargs)
 
 
-@strict
+@checked_config
 class MinGRUConfig(MinRNNConfig):
     r"""
     Configuration of a minGRU: `h_t = (1 - z_t) * h_{t-1} + z_t * g(W_h x_t)` with `z_t = sigmoid(W_z x_t)`. Takes every
@@ -71,7 +69,7 @@ class MinGRUConfig(MinRNNConfig):
     model_type = "mingru"
 
 
-@strict
+@checked_config
 class MinLSTMConfig(MinRNNConfig):
     r"""
     Configuration of a minLSTM: `h_t = f'_t * h_{t-1} + i'_t * g(W_h x_t)` with the forget and input gates

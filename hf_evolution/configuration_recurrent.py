@@ -3,15 +3,17 @@
 The three families share one configuration (`RecurrentConfig`) and one implementation; each has its own class only so
 that it has its own `model_type` ("rnn", "lstm", "gru") on the Hub, in `AutoConfig` and in `run_clm.py --model_type`.
 Fields are checked the way transformers' own configs are: `@strict` (huggingface_hub) checks every value against its
-annotation (a `Literal` lists the allowed values) and its validator, at construction and at every assignment, and
-raises `StrictDataclassError` naming the field. This file imports nothing but transformers and huggingface_hub so that
+annotation (a `Literal` lists the allowed values) and its validator, at construction and at every assignment. The
+error names the field, and is a `ValueError` too (`InvalidConfigError`), as an invalid value has always raised. This file imports nothing but transformers and huggingface_hub so that
 it can travel as remote code.
 """
 
+import functools
 import math
 from typing import Literal, get_args
 
 from huggingface_hub.dataclasses import as_validated_field, strict
+from huggingface_hub.errors import StrictDataclassError
 from transformers import PreTrainedConfig
 
 PoolingMode = Literal["last", "mean", "max"]
@@ -30,7 +32,32 @@ def bounded(low: float, high: float = math.inf, *, above: bool = False):
     return check
 
 
-@strict
+class InvalidConfigError(StrictDataclassError, ValueError):
+    """A config value its field refuses: `@strict`'s error, and the `ValueError` a user's code may catch."""
+
+
+def checked_config(cls):
+    """`@strict`, with its errors raised as `InvalidConfigError` at construction, assignment and validation."""
+    cls = strict(cls)
+    for name in ("__init__", "__setattr__", "validate"):
+        setattr(cls, name, raising_value_errors(getattr(cls, name)))
+    return cls
+
+
+def raising_value_errors(method):
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except StrictDataclassError as error:
+            if isinstance(error, ValueError):
+                raise
+            raise InvalidConfigError(str(error)) from error
+
+    return wrapper
+
+
+@checked_config
 class RecurrentConfig(PreTrainedConfig):
     r"""
     Configuration of a recurrent language model or encoder. The defaults give a 2-layer, 512-unit network with tied
@@ -132,7 +159,7 @@ class RecurrentConfig(PreTrainedConfig):
         return 2 if self.model_type == "lstm" else 1
 
 
-@strict
+@checked_config
 class RNNConfig(RecurrentConfig):
     r"""
     Configuration of a vanilla (Elman) RNN. Takes every argument of [`RecurrentConfig`], plus:
@@ -154,7 +181,7 @@ class RNNConfig(RecurrentConfig):
     nonlinearity: Literal["tanh", "relu"] = "tanh"
 
 
-@strict
+@checked_config
 class LSTMConfig(RecurrentConfig):
     r"""
     Configuration of an LSTM (Hochreiter & Schmidhuber 1997). Takes every argument of [`RecurrentConfig`].
@@ -171,7 +198,7 @@ class LSTMConfig(RecurrentConfig):
     model_type = "lstm"
 
 
-@strict
+@checked_config
 class GRUConfig(RecurrentConfig):
     r"""
     Configuration of a GRU (Cho et al. 2014). Takes every argument of [`RecurrentConfig`].
