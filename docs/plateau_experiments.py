@@ -1,4 +1,4 @@
-"""The loop behind the README's "Why the recurrent runs stalled": one language model of compare's default size on
+"""The loop behind "Why the recurrent runs stalled" in docs/compare.md: one language model of compare's default size on
 shuffled 16 x 64-token blocks of the embedded corpus, as compare trains it (AdamW, weight decay 0.01, 5% warm-up then
 linear decay, gradients clipped to --clip), with any config field set from the command line, so that one suspect at
 a time can be changed. Prints the validation loss (256 blocks) at each quarter of the run, the unigram loss of the
@@ -29,7 +29,7 @@ def main():
     parser.add_argument("--vocab-size", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--clip", type=float, default=0.25)
-    parser.add_argument("--threads", type=int, default=1, help="the README's figures: 1")
+    parser.add_argument("--threads", type=int, default=1, help="the figures of docs/compare.md: 1")
     parser.add_argument(
         "--set", action="append", default=[], metavar="FIELD=VALUE", help="a config field (JSON value)"
     )

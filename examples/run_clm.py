@@ -68,7 +68,8 @@ class DataTrainingArguments(ScriptDataArguments):
             "the state carried from each block to the next and detached, reset at each epoch. Recurrent models only. "
             "It also makes the classic word language model's optimiser the default: plain SGD (--optim sgd "
             "--learning_rate 20 --max_grad_norm 0.25 --weight_decay 0), which beat AdamW for every recurrent family "
-            "with stateful training (README, 'Stateful training'); give any of those options to override it."
+            "with stateful training (docs/training.md, 'Recurrent language models trained the way they are strong'); "
+            "give any of those options to override it."
         },
     )
 

@@ -72,8 +72,8 @@ print(json.dumps({"printed": printed.getvalue(), "hf_evolution_loaded": "hf_evol
 """
 
 
-def test_the_readme_decoding_loop_gives_the_tokens_of_generate_without_hf_evolution(tmp_path, tiny_tokenizer):
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+def test_the_documented_decoding_loop_gives_the_tokens_of_generate_without_hf_evolution(tmp_path, tiny_tokenizer):
+    readme = (Path(__file__).resolve().parent.parent / "docs" / "deploy.md").read_text()
     block = next(part for part in readme.split("```python\n")[1:] if "onnxruntime.InferenceSession" in part)
     code = block.split("```")[0]
     model = make_model("lstm")
