@@ -5,6 +5,8 @@ training split as contiguous streams, read in order, the recurrent state carried
 detached, reset at each epoch. Model cards with the measured results on every save; every push to the Hub carries
 the remote-code files; a checkpoint records the exact training loss so far and the carried state, so a resumed run
 continues as the uninterrupted one would; the run folder's manifest learns each checkpoint.
+
+What needs `Trainer`'s private parts goes through the public-named hooks of `TrainerHooks` (trainer_internals.py).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, Trainer, TrainerState
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.trainer import TRAINER_STATE_NAME
-from transformers.trainer_pt_utils import nested_gather
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from ..evaluation import is_stateful
@@ -28,6 +29,7 @@ from ..runs import RunFolder, write_json
 from .averaging import WeightAveraging
 from .model_card import write_model_card
 from .streams import ResetStreamsEachEpoch, StreamSampler, VariableLengthStreams, stream_state_name
+from .trainer_internals import TrainerHooks
 
 logger = logging.getLogger(__name__)
 RUN_STATE_NAME = "run_state.json"
@@ -95,7 +97,7 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
     return None
 
 
-class EvolutionTrainer(Trainer):
+class EvolutionTrainer(TrainerHooks, Trainer):
     """A `Trainer` whose saves write a model card with the measured results, whose every push to the Hub carries the
     remote-code files, and whose resumed runs report the training loss of the whole run.
 
@@ -229,28 +231,26 @@ class EvolutionTrainer(Trainer):
         torch.save({"states": states, "seen_tokens": self.stream_cache.seen_tokens}, temporary)
         os.replace(temporary, path)
 
-    def _run_epoch(self, *args, **kwargs):
+    def should_run_epoch(self) -> bool:
         """Trainer runs one more step when it resumes from the checkpoint of the last step (it checks `max_steps`
         only after a step), so every resume of a finished run would train past its budget: run no step then."""
         if self.state.global_step >= self.state.max_steps:
             self.control.should_training_stop = True
-            return
-        super()._run_epoch(*args, **kwargs)
+            return False
+        return True
 
-    def _save_checkpoint(self, model, trial):
+    def before_checkpoint(self, folder: Path) -> None:
         """Write run_state.json into the checkpoint before Trainer writes the rest: the loss summed over every step
         so far, and the state of the callbacks that keep one (`checkpoint_state()`, e.g. compare's curve)."""
-        unlogged = nested_gather(self._tr_loss, self.args.parallel_mode).mean().item()
         run_state = {
             "global_step": self.state.global_step,
-            "loss_sum": self.loss_before_this_call + self._total_loss_scalar + unlogged,
+            "loss_sum": self.loss_before_this_call + self.loss_sum_of_this_call(),
             "callbacks": {
                 type(callback).__name__: callback.checkpoint_state()
                 for callback in self.callback_handler.callbacks
                 if hasattr(callback, "checkpoint_state")
             },
         }
-        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         if self.run_folder is not None and self.args.should_save:
             self.run_folder.claim(folder, whole=True)  # by its exact name, before anything is in it
         if self.stateful:  # every process its own streams' state
@@ -262,7 +262,8 @@ class EvolutionTrainer(Trainer):
         if self.args.should_save:
             folder.mkdir(parents=True, exist_ok=True)
             write_json(folder / RUN_STATE_NAME, run_state)
-        super()._save_checkpoint(model, trial)
+
+    def after_checkpoint(self, folder: Path) -> None:
         if self.run_folder is not None and self.args.should_save:
             self.run_folder.mark_progress()
 
@@ -279,11 +280,14 @@ class EvolutionTrainer(Trainer):
         with self.averaging.swapped_in(self.model):
             return super().evaluate(*args, **kwargs)
 
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
-        if self.run_folder is not None and self.args.should_save and not _internal_call:
+    def before_save_model(self, output_dir: str | None, by_trainer: bool) -> None:
+        """A save of ours into a model folder claims the names it writes (a checkpoint's folder is claimed whole)."""
+        if self.run_folder is not None and self.args.should_save and not by_trainer:
             folder = Path(output_dir or self.args.output_dir)
             self.run_folder.claim(*(folder / name for name in SAVED_MODEL_FILES))
-        super().save_model(output_dir, _internal_call)
+
+    def save_model(self, output_dir: str | None = None, **kwargs):
+        super().save_model(output_dir, **kwargs)
         if not self.args.should_save:
             return
         self.create_model_card(output_dir=output_dir)
