@@ -127,7 +127,8 @@ def test_property_save_load_equality(
     loaded = AUTO_BY_HEAD[head].from_pretrained(folder)
     for name, tensor in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
-    torch.testing.assert_close(first_output(loaded), first_output(model), rtol=1e-6, atol=1e-7)
+    # Equal weights, but torch may take another kernel for weights laid out anew (2e-7 seen on a bidirectional RNN).
+    torch.testing.assert_close(first_output(loaded), first_output(model), rtol=1e-6, atol=1e-6)
 
 
 # --- pipelines ---------------------------------------------------------------------------------------------------
