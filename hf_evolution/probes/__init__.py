@@ -11,7 +11,9 @@ memory cost growing with the context. Each probe measures one of these claims, f
   trained from scratch for a fixed budget at several distances: accuracy against distance;
 - `speed`: training-step and forward time against sequence length; generation time per token and cache bytes against
   context length;
-- `context`: the loss on each token against how many tokens precede it, for trained language models.
+- `context`: the loss on each token against how many tokens precede it, for trained language models;
+- `scaling`: test loss against non-embedding parameters, each family trained at several sizes, with a power-law fit
+  per family and the sizes where families cross (Kaplan et al. 2020, Fig. 7).
 
 Each writes `results.json` (updated after every model, so an interrupted run keeps what finished) and PNG plots into
 its run folder, and prints a table.
@@ -21,15 +23,15 @@ from __future__ import annotations
 
 import argparse
 
-from . import context, gradients, memory, speed
+from . import context, gradients, memory, scaling, speed
 
-PROBES = {"gradients": gradients, "memory": memory, "speed": speed, "context": context}
+PROBES = {"gradients": gradients, "memory": memory, "speed": speed, "context": context, "scaling": scaling}
 
 
 def add_parser(subcommands) -> None:
     parser = subcommands.add_parser(
         "probe",
-        help="measure gradients through time, memory, speed and context use",
+        help="measure gradients through time, memory, speed, context use and scaling with size",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
