@@ -86,7 +86,8 @@ def resume_hint(args) -> str:
     """How to continue an interrupted command, for those that can (`--resume`) once their folder is known."""
     if not hasattr(args, "resume") or not getattr(args, "output", None):
         return "."
-    command = f"hf-evolution {args.command} --resume --output {shlex.quote(str(args.output))}"
+    subcommand = " ".join(filter(None, (args.command, getattr(args, "probe", None))))
+    command = f"hf-evolution {subcommand} --resume --output {shlex.quote(str(args.output))}"
     return f"; what finished is kept: `{command}` continues it."
 
 

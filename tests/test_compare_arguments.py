@@ -16,6 +16,7 @@ import pytest
 from huggingface_hub import ModelCard
 
 import hf_evolution.compare
+import hf_evolution.probes.scaling
 import hf_evolution.probes.speed
 from hf_evolution.cli import build_parser, main
 from hf_evolution.compare.experiment import chosen_trial
@@ -221,7 +222,11 @@ def test_ctrl_c_ends_in_one_line_that_says_how_to_resume_and_exit_code_130(tmp_p
 
     monkeypatch.setattr(hf_evolution.probes.speed, "run", interrupted)
     assert main(["probe", "speed", "--output", str(tmp_path / "probe")]) == 130
-    assert capsys.readouterr().err == "hf-evolution probe: interrupted.\n", "a probe has no --resume to offer"
+    assert capsys.readouterr().err == "hf-evolution probe: interrupted.\n", "probe speed has no --resume to offer"
+    monkeypatch.setattr(hf_evolution.probes.scaling, "run", interrupted)
+    assert main(["probe", "scaling", "--preset", "smoke", "--output", "scaling"]) == 130
+    hint = "`hf-evolution probe scaling --resume --output scaling` continues it."
+    assert capsys.readouterr().err.strip().endswith(hint), "the hint names the probe"
 
 
 def test_a_model_that_diverged_with_one_seed_has_no_mean_and_no_rank():

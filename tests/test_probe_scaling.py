@@ -15,7 +15,7 @@ from hf_evolution import runs
 from hf_evolution.cli import build_parser, main
 from hf_evolution.probes import scaling
 from hf_evolution.probes.common import apply_preset
-from hf_evolution.probes.scaling import crossings, fit_loss, fit_power_law, pair_crossing, t_interval
+from hf_evolution.probes.scaling_fits import crossings, fit_loss, fit_power_law, pair_crossing, t_interval
 
 
 @pytest.fixture(scope="module")

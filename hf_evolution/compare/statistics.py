@@ -33,12 +33,13 @@ def t_quantile(degrees_of_freedom: int) -> float:
     return float(stats.t.ppf(0.975, degrees_of_freedom))
 
 
-def spread(values: list[float]) -> dict:
-    """Mean, sample standard deviation (None for one value) and the 95% t interval of the mean (None below 3)."""
+def spread(values: list[float], min_for_interval: int = MIN_SEEDS_FOR_INTERVAL) -> dict:
+    """Mean, sample standard deviation (None for one value) and the 95% t interval of the mean (None below
+    `min_for_interval` values)."""
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else None
     interval = None
-    if len(values) >= MIN_SEEDS_FOR_INTERVAL:
+    if len(values) >= max(min_for_interval, 2):
         half = t_quantile(len(values) - 1) * std / math.sqrt(len(values))
         interval = [mean - half, mean + half]
     return {"mean": mean, "std": std, "ci95": interval}
