@@ -460,6 +460,56 @@ def test_parallel_scan_equals_the_recurrence_step_by_step(model_type, length, pa
     torch.testing.assert_close(final_state.double(), reference[:, -1], atol=1e-5, rtol=1e-5)
 
 
+def scan_inputs(length, gate_scale, candidate_scale, seed=0):
+    """minGRU's `log a`, `log b` for random gates and candidates (float32), with a random carried state."""
+    generator = torch.Generator().manual_seed(seed)
+    gate = torch.randn(2, length, 4, generator=generator) * gate_scale
+    candidate = torch.randn(2, length, 4, generator=generator) * candidate_scale
+    log_g = hf_evolution.modeling_minrnn.log_g
+    return (
+        -torch.nn.functional.softplus(gate),
+        -torch.nn.functional.softplus(-gate) + log_g(candidate),
+        torch.rand(2, 4),
+    )
+
+
+def recurrence_in_float64(log_a, log_b, state, mask):
+    a, b, state = log_a.double().exp(), log_b.double().exp(), state.double()
+    states = []
+    for t in range(a.shape[1]):
+        state = torch.where(mask[:, t, None].bool(), a[:, t] * state + b[:, t], state)
+        states.append(state)
+    return torch.stack(states, dim=1)
+
+
+@pytest.mark.parametrize("length", [1, 2, 3, 4, 5, 16, 17, 1000, 65536])
+def test_blocked_scan_is_within_1e_5_of_the_float64_recurrence_up_to_65536_steps(length):
+    log_a, log_b, state = scan_inputs(length, gate_scale=3, candidate_scale=2, seed=length)
+    mask = torch.ones(2, length, dtype=torch.long)
+    mask[0, : length // 3] = 0  # left padding before a carried state
+    mask[1, torch.rand(length, generator=torch.Generator().manual_seed(1)) < 0.2] = 0
+    scanned = hf_evolution.modeling_minrnn.blocked_scan(log_a, log_b, state, mask)
+    reference = recurrence_in_float64(log_a, log_b, state, mask)
+    assert (scanned.double() - reference).abs().max() <= 1e-5
+    logspace = hf_evolution.modeling_minrnn.log_space_scan(log_a, log_b, state, mask)
+    torch.testing.assert_close(scanned, logspace, atol=5e-5, rtol=5e-5)  # the paper's form, less exact in float32
+
+
+@pytest.mark.parametrize("candidate_scale", [1e4, 1e30])
+def test_blocked_scan_does_not_overflow_at_extreme_gates_and_candidates(candidate_scale):
+    """Gates of +-1e4 (a of exactly 0 and 1 in float32) and candidate states up to 1e30: finite, within 1e-5 of the
+    float64 recurrence relative to the largest state of each channel, and finite gradients."""
+    log_a, log_b, state = scan_inputs(4096, gate_scale=1e4, candidate_scale=candidate_scale)
+    log_a.requires_grad_(True)
+    log_b.requires_grad_(True)
+    scanned = hf_evolution.modeling_minrnn.blocked_scan(log_a, log_b, state, None)
+    reference = recurrence_in_float64(log_a.detach(), log_b.detach(), state, torch.ones(2, 4096))
+    assert torch.isfinite(scanned).all()
+    assert ((scanned.double() - reference).abs() / reference.abs().amax(dim=1, keepdim=True)).max() <= 1e-5
+    (scanned / scanned.detach().abs().amax()).sum().backward()
+    assert torch.isfinite(log_a.grad).all() and torch.isfinite(log_b.grad).all()
+
+
 @pytest.mark.parametrize("model_type", ["mingru", "minlstm"])
 def test_parallel_scan_gradients_equal_the_recurrence_step_by_step(model_type):
     torch.manual_seed(0)
