@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.func import functional_call
+from torch.nn.modules import module as module_hooks
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
@@ -186,6 +187,10 @@ class RecurrentLayer(GradientCheckpointingLayer):
         if self.training:  # generation calls this once per token: skip even the module call when it is a no-op
             hidden_states = self.input_dropout(hidden_states)
         initial_states = cache.layer_state(self.layer_idx) if cache is not None else None
+        if initial_states is not None and self.can_step_without_module_call(hidden_states, attention_mask):
+            final_states = self.cell_step(hidden_states[:, 0], initial_states)
+            cache.update_layer_state(self.layer_idx, final_states)
+            return final_states[0].unsqueeze(1)
         hx = None
         if initial_states is not None:
             states = tuple(state.unsqueeze(0) for state in initial_states)
@@ -197,6 +202,34 @@ class RecurrentLayer(GradientCheckpointingLayer):
             final_states = final_state if isinstance(final_state, tuple) else (final_state,)
             cache.update_layer_state(self.layer_idx, tuple(state[0] for state in final_states))
         return output
+
+    def can_step_without_module_call(self, hidden_states, attention_mask) -> bool:
+        """Whether a step can go to torch's cell function directly (`cell_step`): one token of generation (no padding,
+        no gradient, no autocast), and nothing that the module call would run and this would skip, no hook on the
+        kernel module or on every module. A hook anywhere there sends the step through the module call instead."""
+        rnn = self.rnn
+        return (
+            hidden_states.shape[1] == 1
+            and attention_mask is None
+            and not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled(hidden_states.device.type)
+            and not (rnn._forward_hooks or rnn._forward_pre_hooks)
+            and not (module_hooks._global_forward_hooks or module_hooks._global_forward_pre_hooks)
+        )
+
+    def cell_step(self, inputs, states: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """One time step of the kernel module's own weights through torch's cell function (`torch.lstm_cell` and its
+        kin: the single-step kernels that `nn.LSTMCell` calls), on (batch, hidden) states as the cache keeps them,
+        without the module's per-call Python (argument checks, weight flattening, reshaping): this is what a
+        decoding step of `generate()` runs. Returns the new states; the output is the first."""
+        rnn = self.rnn
+        weights = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
+        if isinstance(rnn, nn.LSTM):
+            return torch.lstm_cell(inputs, states, *weights)
+        if isinstance(rnn, nn.GRU):
+            return (torch.gru_cell(inputs, states[0], *weights),)
+        cell = torch.rnn_tanh_cell if rnn.nonlinearity == "tanh" else torch.rnn_relu_cell
+        return (cell(inputs, states[0], *weights),)
 
     def run_recurrence(self, inputs, attention_mask, hx):
         """Run the kernel; rows with padding run packed so that padding never touches the state, wherever it sits."""

@@ -70,6 +70,32 @@ def test_hooks_on_the_backbone_run_for_the_prompt_and_every_decoding_step(model_
     assert calls == [5, 1, 1, 1], "the prompt, then one call per new token but the last"
 
 
+CLASSIC = [name for name in FAMILIES if name in ("rnn", "lstm", "gru")]
+
+
+@pytest.mark.parametrize("model_type", CLASSIC + ["rnn-relu"])
+def test_a_decoding_step_through_the_cell_function_equals_the_module_call(model_type):
+    """generate()'s steps call torch's cell function (`torch.lstm_cell` and kin) on the kernel module's weights; a hook
+    on that module sends them through the module call instead. Both give the same tokens, logits and states."""
+    model = make_model("rnn", nonlinearity="relu") if model_type == "rnn-relu" else make_model(model_type)
+    ids = prompt(6, batch=2)
+    kwargs = {"max_new_tokens": 6, "do_sample": False, "output_logits": True, "return_dict_in_generate": True}
+    steps = []
+    for layer in model.model.layers:
+        layer.cell_step = lambda inputs, states, step=layer.cell_step: steps.append(1) or step(inputs, states)
+    fast = model.generate(ids, **kwargs, **NO_EOS)
+    assert len(steps) == 2 * 5, "without hooks, every decoding step of every layer took the cell function"
+    calls = []
+    for layer in model.model.layers:
+        layer.rnn.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[1]))
+    general = model.generate(ids, **kwargs, **NO_EOS)
+    assert len(steps) == 2 * 5 and calls == [6, 6] + [1, 1] * 5, (
+        "the hooks ran for the prompt and every decoding step, in every layer"
+    )
+    assert torch.equal(fast.sequences, general.sequences)
+    torch.testing.assert_close(torch.stack(fast.logits), torch.stack(general.logits), atol=1e-6, rtol=1e-6)
+
+
 @pytest.mark.parametrize("model_type", FAMILIES)
 @pytest.mark.parametrize(
     "kwargs",
