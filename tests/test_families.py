@@ -44,6 +44,24 @@ def test_mamba_is_transformers_own_at_twice_the_depth(tiny_tokenizer):
     assert (model.config.bos_token_id, model.config.eos_token_id) == (2, 3), "the tokenizer's ids, not Mamba's 0"
 
 
+def test_mamba_trains_with_mambapys_parallel_scan_and_the_same_results(tiny_tokenizer):
+    """`use_mambapy` is on and mambapy installed (transformers would fall back to its step-by-step loop without a
+    word); its parallel scan gives the loop's logits and gradients."""
+    from transformers.utils.import_utils import is_mambapy_available
+
+    torch.manual_seed(0)
+    parallel = build_model("mamba", "lm", "tiny", tiny_tokenizer)
+    assert parallel.config.use_mambapy and is_mambapy_available()
+    sequential = build_model("mamba", "lm", "tiny", tiny_tokenizer, use_mambapy=False)
+    sequential.load_state_dict(parallel.state_dict())
+    ids = torch.randint(0, tiny_tokenizer.vocab_size, (2, 100))
+    for model in (parallel, sequential):
+        model(ids, labels=ids).loss.backward()
+    torch.testing.assert_close(parallel(ids).logits, sequential(ids).logits, atol=1e-5, rtol=1e-5)
+    for ours, theirs in zip(parallel.parameters(), sequential.parameters(), strict=True):
+        torch.testing.assert_close(ours.grad, theirs.grad, atol=1e-6, rtol=1e-4)
+
+
 @pytest.mark.parametrize("family", MODEL_FAMILIES)
 def test_build_model_uses_the_tokenizer_ids_and_counts_parameters(family, tiny_tokenizer):
     task = "classify" if family == "bert" else "lm"
