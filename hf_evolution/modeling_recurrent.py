@@ -205,11 +205,12 @@ class RecurrentLayer(GradientCheckpointingLayer):
 
     def can_step_without_module_call(self, hidden_states, attention_mask) -> bool:
         """Whether a step can go to torch's cell function directly (`cell_step`): one token of generation (no padding,
-        no gradient, no autocast), and nothing that the module call would run and this would skip, no hook on the
-        kernel module or on every module. A hook anywhere there sends the step through the module call instead."""
+        no gradient, no autocast) of a float kernel module, and nothing that the module call would run and this would
+        skip, no hook on that module or on every module. A hook anywhere there sends the step through the module call instead."""
         rnn = self.rnn
         return (
-            hidden_states.shape[1] == 1
+            isinstance(rnn, nn.RNNBase)  # not torch's int8 layers, which keep their weights packed
+            and hidden_states.shape[1] == 1
             and attention_mask is None
             and not torch.is_grad_enabled()
             and not torch.is_autocast_enabled(hidden_states.device.type)
