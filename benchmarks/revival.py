@@ -5,16 +5,23 @@
   causal LM, and for the network without its vocabulary head (the base model, loss = mean square of its outputs),
   which is where the two differ: the head over 8,192 tokens costs both the same. minLSTM against the LSTM for
   contrast.
+- The scan alone (forward + backward over minGRU's gates at that size): the blocked linear-space scan the models run
+  against the paper's log-space form (`logcumsumexp`), kept as the reference: at least 3x faster.
 - minGRU's per-token decoding time with 2,048 tokens of context against 64: at most 1.15x (a fixed-size state).
+- transformers' Mamba on CPU, as the families build it (mambapy's parallel scan, `use_mambapy`): the training step's
+  time per token at 2,048 tokens against 512, at most 1.5x (linear in the length, where transformers' own loop grows
+  with its square); and the step at 128 tokens against that loop's (`use_mambapy=False`).
 
     python benchmarks/revival.py [--smoke]
 """
 
 import torch
+import torch.nn.functional as F
 from common import check, interleaved_times, print_checks, run_from_command_line, write_results
 from generation import per_token_seconds
 
 from hf_evolution.families import build_model, parameter_counts, shape
+from hf_evolution.modeling_minrnn import blocked_scan, log_g, log_space_scan
 
 VOCAB = 8192
 PAIRS = (("mingru", "gru"), ("minlstm", "lstm"))
@@ -27,6 +34,17 @@ def training_step(model, input_ids):
             model(input_ids=input_ids, labels=input_ids, use_cache=False).loss.backward()
         else:
             model(input_ids=input_ids, use_cache=False).last_hidden_state.pow(2).mean().backward()
+
+    return step
+
+
+def scan_step(scan, gate, candidate):
+    """Forward and backward of one scan over minGRU's coefficients (its `log_coefficients`, from given gates)."""
+
+    def step():
+        gate.grad = candidate.grad = None
+        log_a, log_b = -F.softplus(gate), -F.softplus(-gate) + log_g(candidate)
+        scan(log_a, log_b, None, None).sum().backward()
 
     return step
 
@@ -57,6 +75,18 @@ def main(smoke: bool = False) -> dict:
         name = f"minGRU training step speed-up over GRU, {length} tokens x {batch}, {what}"
         checks.append(check(name, times["gru"] / times["mingru"], 3, True))
 
+    hidden = lms["mingru"].config.hidden_size
+    gate, candidate = (torch.randn(batch, length, hidden, requires_grad=True) for _ in range(2))
+    scans = {
+        name: scan_step(scan, gate, candidate)
+        for name, scan in (("log_space", log_space_scan), ("blocked", blocked_scan))
+    }
+    scan_times = interleaved_times(scans, repeats + 2)
+    scan_speedup = scan_times["log_space"] / scan_times["blocked"]
+    checks.append(
+        check(f"blocked scan speed-up over the log-space scan, {batch} x {length} x {hidden}", scan_speedup, 3, True)
+    )
+
     short, long = (16, 256) if smoke else (64, 2048)
     mingru = lms["mingru"].eval()
     per_token = {
@@ -65,6 +95,23 @@ def main(smoke: bool = False) -> dict:
     }
     context_ratio = per_token[long] / per_token[short]
     checks.append(check(f"minGRU per-token time, {long} / {short} tokens of context", context_ratio, 1.15, False))
+
+    mamba_batch, loop_length, mamba_short, mamba_long = (2, 32, 64, 128) if smoke else (8, 128, 512, 2048)
+    mamba = build_model("mamba", "lm", size, VOCAB).train()
+    mamba_times = {
+        length: interleaved_times({"mamba": training_step(mamba, torch.randint(0, VOCAB, (mamba_batch, length)))}, 2)[
+            "mamba"
+        ]
+        for length in (loop_length, mamba_short, mamba_long)
+    }
+    mamba_ratio = (mamba_times[mamba_long] / mamba_long) / (mamba_times[mamba_short] / mamba_short)
+    checks.append(
+        check(f"Mamba training step per token, {mamba_long} / {mamba_short} tokens", mamba_ratio, 1.5, False)
+    )
+    loop = build_model("mamba", "lm", size, VOCAB, use_mambapy=False).train()
+    loop_seconds = interleaved_times(
+        {"loop": training_step(loop, torch.randint(0, VOCAB, (mamba_batch, loop_length)))}, 1
+    )["loop"]
 
     print(
         f"Training step (forward + backward), {batch} x {length} tokens, size {size}, median of {repeats} interleaved"
@@ -77,13 +124,26 @@ def main(smoke: bool = False) -> dict:
             f"speed-up {row['speedup']}x"
         )
     print(
+        f"Scan alone, forward + backward, {batch} x {length} x {hidden}: log-space {scan_times['log_space'] * 1000:.1f} ms, "
+        f"blocked {scan_times['blocked'] * 1000:.1f} ms (x{scan_speedup:.2f})"
+    )
+    print(
         f"minGRU per-token decoding: {per_token[short] * 1000:.3f} ms at {short} tokens of context, "
         f"{per_token[long] * 1000:.3f} ms at {long} (x{context_ratio:.3f})"
+    )
+    print(
+        f"Mamba training step, {mamba_batch} sequences, parallel scan (mambapy): "
+        + ", ".join(f"{length}: {seconds:.2f} s" for length, seconds in mamba_times.items())
+        + f"; per token {mamba_long} / {mamba_short}: x{mamba_ratio:.2f}; at {loop_length} tokens transformers' loop "
+        f"{loop_seconds:.2f} s (x{loop_seconds / mamba_times[loop_length]:.1f})"
     )
     print_checks("Recurrent revival", checks)
     payload = {
         "sizes": {"size": size, "batch": batch, "length": length, "vocab": VOCAB},
         "training_step": step_rows,
+        "mamba_training_step_s": {str(length): round(seconds, 3) for length, seconds in mamba_times.items()},
+        f"mamba_loop_step_s_at_{loop_length}": round(loop_seconds, 3),
+        "scan_ms": {name: round(seconds * 1000, 2) for name, seconds in scan_times.items()},
         "per_token_ms": {str(context): round(seconds * 1000, 4) for context, seconds in per_token.items()},
         "checks": checks,
     }
