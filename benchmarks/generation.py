@@ -110,6 +110,26 @@ def per_token_seconds(model, prompt, new_tokens, repeats) -> float:
     return seconds / new_tokens
 
 
+def read_rates(rows: int, columns: int, copies: int = 12) -> dict[str, float]:
+    """GB/s at which a matrix-vector product reads a (rows, columns) float32 matrix that is not in the cache (each call
+    takes the next of `copies`, whose total is larger than the cache): stored as `nn.Linear` stores its weight
+    (`F.linear`), stored transposed (`x @ W`), and a plain sum over it for the memory's own rate."""
+    matrices = [torch.randn(rows, columns) for _ in range(copies)]
+    transposed = [matrix.t().contiguous() for matrix in matrices]
+    vector = torch.randn(1, columns)
+    calls = {
+        "linear": lambda index: torch.nn.functional.linear(vector, matrices[index]),
+        "transposed": lambda index: vector @ transposed[index],
+        "sum": lambda index: matrices[index].sum(),
+    }
+    rates = {}
+    for name, call in calls.items():
+        counter = iter(range(10**9))
+        seconds = best_time(lambda call=call: call(next(counter) % copies), repeats=3 * copies)
+        rates[name] = round(rows * columns * 4 / seconds / 1e9, 2)
+    return rates
+
+
 def main(smoke: bool = False) -> dict:
     torch.manual_seed(0)
     repeats = 2 if smoke else 5
@@ -176,6 +196,8 @@ def main(smoke: bool = False) -> dict:
                 )
             )
     payload["generate_vs_hand_loop"] = loop_rows
+    head = lstm.get_output_embeddings().weight
+    payload["matrix_vector_read_gb_per_s"] = read_rates(*head.shape)
 
     # 2. Per-token time against context length, with GPT-2 for contrast.
     short, long = (16, 256) if smoke else (64, 2048)
@@ -251,6 +273,11 @@ def main(smoke: bool = False) -> dict:
             f"generate() {steps['generate']}; reading the {row['weights_read_per_step_bytes'] / 1e6:.1f} MB of "
             f"weights once takes {row['read_once_ms']} ms (bandwidth bound / step: {row['bandwidth_bound_ratio']})"
         )
+    rates = payload["matrix_vector_read_gb_per_s"]
+    print(
+        f"  reading the head's {head.shape[0]} x {head.shape[1]} weights from beyond the cache: F.linear "
+        f"{rates['linear']} GB/s, the transposed layout {rates['transposed']} GB/s, a sum {rates['sum']} GB/s"
+    )
     print(
         f"Per-token decoding time and cache size at {short} and {long} tokens of context (equal non-embedding "
         "parameters)"
