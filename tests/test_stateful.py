@@ -154,9 +154,7 @@ def test_activation_and_temporal_activation_regularization_add_their_awd_values(
     torch.testing.assert_close(outputs.loss, expected)
     regularized.eval()
     torch.testing.assert_close(regularized(ids, labels=ids).loss, plain.eval()(ids, labels=ids).loss)
-    with pytest.raises(
-        ValueError, match=r"'activation_regularization':\s+ValueError: must be in \[0, inf\)"
-    ):
+    with pytest.raises(ValueError, match=r"'activation_regularization':\s+ValueError: must be in \[0, inf\)"):
         make_model("lstm", activation_regularization=-1.0)
 
 

@@ -29,6 +29,7 @@ def results_schema() -> dict:
     schema["$defs"]["model"]["enum"] = [*FAMILIES, "bert-pretrained"]
     return schema
 
+
 UNITS = {
     "params_total": "parameters",
     "params_non_embedding": "parameters",
