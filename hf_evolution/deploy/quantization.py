@@ -28,8 +28,8 @@ bytes a weight, so the file shrinks by the recurrent layers alone (0.80x of the 
 against 0.28x by default), and the largest matrix product of a decoding step stays in float.
 
 Speed: int8 pays where the weight matrices, not the per-token work of `generate()`, set a decoding step's time. At
-batch 1 and the `small` size (2 x 157, vocabulary 8,192) int8 decodes about as fast as float; from 2 x 256, or at a
-vocabulary of 33,278, it is 3-7x faster (benchmarks/quantization.py has the sweep).
+batch 1 and the `small` size (2 x 157, vocabulary 8,192) int8 decodes about as fast as float; from 2 x 462, or at a
+vocabulary of 33,278, it is 2.7-5.6x faster (benchmarks/quantization.py has the sweep; docs/performance.md the run).
 
 Activations are quantized per tensor over the whole call, so a row's int8 logits depend slightly on the other rows of
 its batch (float ones do not). A quantized model is for inference only (it has no gradients and stays in eval mode).
