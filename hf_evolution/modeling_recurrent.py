@@ -206,7 +206,7 @@ class RecurrentLayer(GradientCheckpointingLayer):
     def can_step_without_module_call(self, hidden_states, attention_mask) -> bool:
         """Whether a step can go to torch's cell function directly (`cell_step`): one token of generation (no padding,
         no gradient, no autocast) of a float kernel module, and nothing that the module call would run and this would
-        skip, no hook on that module or on every module. A hook anywhere there sends the step through the module call instead."""
+        skip: no hook on that module and no global hook. A hook there sends the step through the module call."""
         rnn = self.rnn
         return (
             isinstance(rnn, nn.RNNBase)  # not torch's int8 layers, which keep their weights packed
