@@ -2,17 +2,24 @@
 the environment record and atomic files come from `hf_evolution.runs`)."""
 
 import argparse
+import contextlib
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import torch
 
 from hf_evolution.runs import environment, write_json
 
 RESULTS_DIR = Path(__file__).parent / "results"
 
 
-def interleaved_times(fns: dict, repeats: int = 5, warmup: int = 1) -> dict[str, float]:
-    """Median time of each function, measured in alternation so that drift in machine speed hits all alike."""
+def interleaved_times(
+    fns: dict, repeats: int = 5, warmup: int = 1, summary: Callable[[list[float]], float] = statistics.median
+) -> dict:
+    """The median time of each function (or another `summary` of its times, such as `min`), measured in alternation so
+    that drift in machine speed hits all alike."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -22,7 +29,18 @@ def interleaved_times(fns: dict, repeats: int = 5, warmup: int = 1) -> dict[str,
             start = time.perf_counter()
             fn()
             samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return {name: summary(values) for name, values in samples.items()}
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """torch's intra-op threads set to `count` for the block, then back to what they were."""
+    default = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(default)
 
 
 def check(name: str, value: float, target: float, higher_is_better: bool, unit: str = "x") -> dict:

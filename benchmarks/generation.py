@@ -14,6 +14,7 @@
 """
 
 import copy
+import itertools
 
 import torch
 from common import check, print_checks, run_from_command_line, write_results
@@ -117,15 +118,15 @@ def read_rates(rows: int, columns: int, copies: int = 12) -> dict[str, float]:
     matrices = [torch.randn(rows, columns) for _ in range(copies)]
     transposed = [matrix.t().contiguous() for matrix in matrices]
     vector = torch.randn(1, columns)
+    linear, transposed, summed = itertools.cycle(matrices), itertools.cycle(transposed), itertools.cycle(matrices)
     calls = {
-        "linear": lambda index: torch.nn.functional.linear(vector, matrices[index]),
-        "transposed": lambda index: vector @ transposed[index],
-        "sum": lambda index: matrices[index].sum(),
+        "linear": lambda: torch.nn.functional.linear(vector, next(linear)),
+        "transposed": lambda: vector @ next(transposed),
+        "sum": lambda: next(summed).sum(),
     }
     rates = {}
     for name, call in calls.items():
-        counter = iter(range(10**9))
-        seconds = best_time(lambda call=call: call(next(counter) % copies), repeats=3 * copies)
+        seconds = best_time(call, repeats=3 * copies)
         rates[name] = round(rows * columns * 4 / seconds / 1e9, 2)
     return rates
 

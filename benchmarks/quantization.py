@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import check, print_checks, run_from_command_line, write_results
+from common import check, interleaved_times, print_checks, run_from_command_line, torch_threads, write_results
 from generation import greedy
 
 from hf_evolution.data import load_corpus, stream_rows, token_stream
@@ -140,49 +140,25 @@ def saved_and_scored(model, weights: Path, validation, block: int) -> dict:
     }
 
 
-def interleaved_best(fns: dict, rounds: int) -> dict[str, float]:
-    """The fastest call of each function, the functions taking turns call by call (`rounds` calls each, after one
-    untimed): a slow spell of the shared machine hits them alike, and noise only adds time, so the fastest call is the
-    least disturbed (common.interleaved_times takes the median, which a neighbour's burst moves more)."""
-    for fn in fns.values():
-        fn()
-    best = dict.fromkeys(fns, math.inf)
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
-
-
-def decoding_times(models: dict, prompt, new_tokens: int, rounds: int, threads: int) -> dict[str, float]:
-    """Seconds per decoded token of each model at `threads` threads: (time for `new_tokens` - time for 1) /
-    (`new_tokens` - 1), greedy at batch 1, so the prompt's read cancels out."""
-    default_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.no_grad():
-            fns = {
-                (name, count): (lambda model=model, count=count: greedy(model, prompt, count))
-                for name, model in models.items()
-                for count in (new_tokens, 1)
-            }
-            best = interleaved_best(fns, rounds)
-    finally:
-        torch.set_num_threads(default_threads)
+def decoding_times(models: dict, prompt, new_tokens: int, rounds: int, count: int) -> dict[str, float]:
+    """Seconds per decoded token of each model at `count` threads: (time for `new_tokens` - time for 1) /
+    (`new_tokens` - 1), greedy at batch 1, so the prompt's read cancels out. Each time is the fastest of `rounds` calls
+    taken in turn: noise only adds time, and a neighbour's burst moves a median more."""
+    with torch_threads(count), torch.no_grad():
+        fns = {
+            (name, tokens): (lambda model=model, tokens=tokens: greedy(model, prompt, tokens))
+            for name, model in models.items()
+            for tokens in (new_tokens, 1)
+        }
+        best = interleaved_times(fns, rounds, summary=min)
     return {name: (best[name, new_tokens] - best[name, 1]) / (new_tokens - 1) for name in models}
 
 
-def forward_times(models: dict, tokens, rounds: int, threads: int) -> dict[str, float]:
+def forward_times(models: dict, tokens, rounds: int, count: int) -> dict[str, float]:
     """Seconds of one forward over `tokens` (batch 1, every position's logits): what the tutorial times."""
-    default_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.no_grad():
-            fns = {name: (lambda model=model: model(tokens, use_cache=False)) for name, model in models.items()}
-            return interleaved_best(fns, rounds)
-    finally:
-        torch.set_num_threads(default_threads)
+    with torch_threads(count), torch.no_grad():
+        fns = {name: (lambda model=model: model(tokens, use_cache=False)) for name, model in models.items()}
+        return interleaved_times(fns, rounds, summary=min)
 
 
 def plural(threads: int) -> str:

@@ -4,8 +4,8 @@ Both recurrences have the form `h_t = a_t * h_{t-1} + b_t` with `a_t` and `b_t` 
 whole sequence runs as one parallel scan (`blocked_scan`): cumulative sums in linear space inside blocks of `BLOCK`
 steps, the same scan again over the blocks' ends, and so on up; every number stays inside float32's range at any
 length and any gate. The paper's log-space form (`log h_t = a*_t + logcumsumexp(log b_t - a*_t)`, `log_space_scan`)
-stays as the reference: on CPU its `logcumsumexp` makes it about four times slower, forward and backward, and less
-exact in float32. The candidate state is kept positive by `g`, as in the paper. Padding gets `a = 1, b = 0`: it never
+stays as the reference: on CPU its `logcumsumexp` makes it 2.6 times slower, forward and backward
+(`benchmarks/revival.py`). The candidate state is kept positive by `g`, as in the paper. Padding gets `a = 1, b = 0`: it never
 changes the state, wherever it sits, without packing.
 
 Everything around the recurrence (embeddings, cache, generation, padding checks, heads) is the one implementation of
